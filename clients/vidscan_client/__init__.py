@@ -1,0 +1,1 @@
+"""Python client for vidscan (library and `vidscan` CLI)."""

@@ -1,0 +1,1 @@
+"""vidscan: a gRPC service that ingests user videos for deepfake analysis."""

@@ -1,0 +1,71 @@
+"""``vidscan-server``: serve, migrate, mint tokens, manage quotas."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+
+from server.clock import system_clock
+from server.config import Settings, load_settings
+from server.db.engine import create_engine
+from server.db.migrate import upgrade_to_head
+from server.db.repository import Repository
+from server.main import database_url, serve, token_authority
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidscan-server", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="run the gRPC server (default)")
+    commands.add_parser("migrate", help="apply database migrations")
+    mint = commands.add_parser("mint-token", help="print a bearer token for a user id")
+    mint.add_argument("user_id")
+    mint.add_argument("--hours", type=float, default=12.0)
+    quota = commands.add_parser("set-quota", help="set a user's remaining uploads")
+    quota.add_argument("user_id")
+    quota.add_argument("remaining", type=int)
+    show = commands.add_parser("get-quota", help="print a user's remaining uploads")
+    show.add_argument("user_id")
+    return parser
+
+
+async def _with_repository(settings: Settings, action: str, args: argparse.Namespace) -> None:
+    engine = create_engine(database_url(settings))
+    try:
+        await upgrade_to_head(engine)
+        repo = Repository(
+            engine=engine,
+            clock=system_clock,
+            default_quota=settings.default_upload_quota,
+        )
+        if action == "set-quota":
+            await repo.set_quota(user_id=args.user_id, remaining=args.remaining)
+            print(f"{args.user_id}: {args.remaining} uploads remaining")
+        elif action == "get-quota":
+            print(await repo.get_quota(user_id=args.user_id))
+    finally:
+        await engine.dispose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = load_settings()
+    command = args.command or "serve"
+    if command == "serve":
+        asyncio.run(serve(settings))
+    elif command == "mint-token":
+        print(token_authority(settings).mint(args.user_id, lifetime=timedelta(hours=args.hours)))
+    elif command in ("migrate", "set-quota", "get-quota"):
+        asyncio.run(_with_repository(settings, command, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

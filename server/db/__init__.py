@@ -1,0 +1,1 @@
+"""Relational state: SQLAlchemy models, repositories and Alembic migrations."""

@@ -1,0 +1,155 @@
+"""All SQL the service runs, behind small intention-revealing methods.
+
+Quota is reserved with one conditional UPDATE (``remaining > 0``), which is atomic
+on both PostgreSQL (row lock) and SQLite (database lock): with quota N and 2N racing
+uploads exactly N reservations succeed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+
+from server.clock import Clock
+from server.db.engine import map_db_errors
+from server.db.models import AnalysisRow, QuotaReservationRow, UserQuotaRow, VideoRow
+from server.errors import QuotaExceeded, QuotaViolation, Reason
+
+
+class Repository:
+    def __init__(self, *, engine: AsyncEngine, clock: Clock, default_quota: int) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._default_quota = default_quota
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def _ensure_quota_row(self, conn: AsyncConnection, user_id: str) -> None:
+        values = {"user_id": user_id, "remaining": self._default_quota, "updated_at": self._clock()}
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            await conn.execute(pg_insert(UserQuotaRow).values(values).on_conflict_do_nothing())
+        elif dialect == "sqlite":
+            await conn.execute(sqlite_insert(UserQuotaRow).values(values).on_conflict_do_nothing())
+        else:  # pragma: no cover - only the two dialects above are supported
+            raise RuntimeError(f"unsupported database dialect {dialect}")
+
+    async def reserve_quota(self, *, user_id: str, session_id: str) -> None:
+        """Takes one upload unit from the user, or raises QuotaExceeded."""
+        async with map_db_errors("reserve quota"), self._engine.begin() as conn:
+            await self._ensure_quota_row(conn, user_id)
+            result = await conn.execute(
+                update(UserQuotaRow)
+                .where(UserQuotaRow.user_id == user_id, UserQuotaRow.remaining > 0)
+                .values(remaining=UserQuotaRow.remaining - 1, updated_at=self._clock())
+            )
+            if result.rowcount != 1:
+                raise QuotaExceeded(
+                    Reason.QUOTA_EXCEEDED,
+                    "upload quota exhausted for this user",
+                    quota_violations=[
+                        QuotaViolation(f"user:{user_id}", "no uploads left in the user's quota")
+                    ],
+                )
+            await conn.execute(
+                insert(QuotaReservationRow).values(
+                    session_id=session_id, user_id=user_id, created_at=self._clock()
+                )
+            )
+
+    async def release_quota(self, *, session_id: str) -> bool:
+        """Gives a reserved unit back. False if there was no reservation (already
+        spent or already released), so that releasing twice is harmless."""
+        async with map_db_errors("release quota"), self._engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    delete(QuotaReservationRow)
+                    .where(QuotaReservationRow.session_id == session_id)
+                    .returning(QuotaReservationRow.user_id)
+                )
+            ).first()
+            if row is None:
+                return False
+            await conn.execute(
+                update(UserQuotaRow)
+                .where(UserQuotaRow.user_id == row.user_id)
+                .values(remaining=UserQuotaRow.remaining + 1, updated_at=self._clock())
+            )
+            return True
+
+    async def record_upload(self, *, video: VideoRow, analysis: AnalysisRow) -> None:
+        """Writes the video and its first analysis and spends the reserved quota unit,
+        all in one transaction: either everything lands or nothing does."""
+        async with map_db_errors("record upload"), self._sessions.begin() as session:
+            session.add(video)
+            await session.flush()
+            session.add(analysis)
+            await session.execute(
+                delete(QuotaReservationRow).where(
+                    QuotaReservationRow.session_id == video.session_id
+                )
+            )
+
+    async def get_video(self, *, user_id: str, video_id: str) -> VideoRow | None:
+        async with map_db_errors("read video"), self._sessions() as session:
+            return await session.scalar(
+                select(VideoRow).where(VideoRow.id == video_id, VideoRow.user_id == user_id)
+            )
+
+    async def latest_analysis_id(self, *, video_id: str) -> str:
+        async with map_db_errors("read analysis"), self._sessions() as session:
+            found = await session.scalar(
+                select(AnalysisRow.id)
+                .where(AnalysisRow.video_id == video_id)
+                .order_by(AnalysisRow.created_at.desc())
+                .limit(1)
+            )
+        return found or ""
+
+    async def get_analysis(self, *, user_id: str, analysis_id: str) -> AnalysisRow | None:
+        async with map_db_errors("read analysis"), self._sessions() as session:
+            return await session.scalar(
+                select(AnalysisRow).where(
+                    AnalysisRow.id == analysis_id, AnalysisRow.user_id == user_id
+                )
+            )
+
+    async def video_exists_for_session(self, *, session_id: str) -> bool:
+        async with map_db_errors("read video"), self._sessions() as session:
+            found = await session.scalar(
+                select(VideoRow.id).where(VideoRow.session_id == session_id)
+            )
+        return found is not None
+
+    async def get_quota(self, *, user_id: str) -> int:
+        async with map_db_errors("read quota"), self._engine.begin() as conn:
+            await self._ensure_quota_row(conn, user_id)
+            remaining = await conn.scalar(
+                select(UserQuotaRow.remaining).where(UserQuotaRow.user_id == user_id)
+            )
+        return int(remaining or 0)
+
+    async def set_quota(self, *, user_id: str, remaining: int) -> None:
+        async with map_db_errors("set quota"), self._engine.begin() as conn:
+            await self._ensure_quota_row(conn, user_id)
+            await conn.execute(
+                update(UserQuotaRow)
+                .where(UserQuotaRow.user_id == user_id)
+                .values(remaining=remaining, updated_at=self._clock())
+            )
+
+    async def stale_reservations(self, *, older_than: datetime) -> list[str]:
+        async with map_db_errors("list reservations"), self._sessions() as session:
+            rows = await session.scalars(
+                select(QuotaReservationRow.session_id).where(
+                    QuotaReservationRow.created_at < older_than
+                )
+            )
+            return list(rows)
+
+    async def ping(self) -> None:
+        async with map_db_errors("ping"), self._engine.connect() as conn:
+            await conn.execute(select(1))

@@ -1,0 +1,54 @@
+"""Graceful shutdown: once draining, new uploads are refused with UNAVAILABLE while
+streams already running are allowed to finish within the grace period."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+from server.errors import Reason, Unavailable
+
+
+class Admission:
+    def __init__(self) -> None:
+        self._draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def drain(self) -> None:
+        self._draining = True
+
+    def check_open(self) -> None:
+        if self._draining:
+            raise Unavailable(
+                Reason.SHUTTING_DOWN, "the server is shutting down; retry on another replica"
+            )
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        self.check_open()
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True

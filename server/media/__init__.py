@@ -1,0 +1,1 @@
+"""Media inspection: byte-level sniffing in-process, PyAV only in a worker process."""

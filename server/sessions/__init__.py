@@ -1,0 +1,1 @@
+"""Upload sessions: the SessionStore port and its Redis and in-memory adapters."""

@@ -1,0 +1,76 @@
+"""The SessionStore port.
+
+A session is created by CreateUploadSession and written by at most one
+UploadVideo stream at a time (the stream lock). Records outlive their expiry by
+``RETENTION`` so that GetUploadSession can still answer "expired".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
+
+RETENTION = timedelta(hours=24)
+
+
+class SessionState(StrEnum):
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    session_id: str
+    user_id: str
+    state: SessionState
+    created_at: datetime
+    expires_at: datetime
+    max_bytes: int
+    committed_bytes: int = 0
+    video_id: str = ""
+
+    def effective_state(self, now: datetime) -> SessionState:
+        """The stored state, with an ACTIVE session past its expiry read as EXPIRED."""
+        if self.state is SessionState.ACTIVE and now >= self.expires_at:
+            return SessionState.EXPIRED
+        return self.state
+
+    def with_state(self, state: SessionState, *, video_id: str = "") -> SessionRecord:
+        return replace(self, state=state, video_id=video_id or self.video_id)
+
+
+class SessionStore(Protocol):
+    async def create(self, record: SessionRecord) -> None: ...
+
+    async def get(self, session_id: str) -> SessionRecord | None: ...
+
+    async def transition(
+        self,
+        session_id: str,
+        *,
+        expected: SessionState,
+        new: SessionState,
+        video_id: str = "",
+    ) -> bool:
+        """Atomically moves a session from ``expected`` to ``new``; False if it was not
+        in ``expected`` (or is gone)."""
+        ...
+
+    async def set_committed(self, session_id: str, committed_bytes: int) -> None: ...
+
+    async def acquire_lock(self, session_id: str, *, owner: str, ttl_seconds: float) -> bool:
+        """Takes the one-stream-per-session lock; it expires by itself after ``ttl``
+        so that a stream whose process died does not hold it forever."""
+        ...
+
+    async def refresh_lock(self, session_id: str, *, owner: str, ttl_seconds: float) -> bool: ...
+
+    async def release_lock(self, session_id: str, *, owner: str) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,158 @@
+"""ObjectStore on a local directory, with the same multipart semantics as S3.
+
+Used by the embedded default (``make run`` with no external services). Parts are
+files under ``.multipart/<upload_id>/``; completing concatenates them into the
+object atomically (write to a temp name, then rename).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from server.errors import Internal, Reason
+from server.storage.port import PendingMultipart, UploadedPart
+
+_COPY_BUFFER = 1024 * 1024
+
+
+class FilesystemObjectStore:
+    def __init__(self, *, root: Path, bucket: str = "local") -> None:
+        self._root = root.resolve()
+        self._bucket = bucket
+        self._objects = self._root / bucket
+        self._staging = self._root / ".multipart"
+        self._objects.mkdir(parents=True, exist_ok=True)
+        self._staging.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    def object_uri(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+    def _path(self, key: str) -> Path:
+        path = (self._objects / key).resolve()
+        if not path.is_relative_to(self._objects):
+            raise Internal(Reason.STORAGE_ERROR, "object key escapes the store")
+        return path
+
+    def _upload_dir(self, upload_id: str) -> Path:
+        if not upload_id.isalnum():
+            raise Internal(Reason.STORAGE_ERROR, "malformed multipart upload id")
+        return self._staging / upload_id
+
+    async def create_multipart(self, key: str, *, content_type: str) -> str:
+        upload_id = uuid.uuid4().hex
+        directory = self._upload_dir(upload_id)
+        meta = {"key": key, "content_type": content_type, "initiated": _now().isoformat()}
+
+        def create() -> None:
+            directory.mkdir(parents=True)
+            (directory / "upload.json").write_text(json.dumps(meta))
+
+        await asyncio.to_thread(create)
+        return upload_id
+
+    async def upload_part(
+        self, key: str, *, upload_id: str, number: int, data: bytes
+    ) -> UploadedPart:
+        directory = self._upload_dir(upload_id)
+
+        def write() -> str:
+            if not directory.exists():
+                raise Internal(Reason.STORAGE_ERROR, f"no multipart upload {upload_id}")
+            tmp = directory / f"part-{number:05d}.tmp"
+            tmp.write_bytes(data)
+            tmp.replace(directory / f"part-{number:05d}")
+            return '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
+
+        etag = await asyncio.to_thread(write)
+        return UploadedPart(number=number, etag=etag, size=len(data))
+
+    async def complete_multipart(
+        self, key: str, *, upload_id: str, parts: list[UploadedPart]
+    ) -> None:
+        directory = self._upload_dir(upload_id)
+        target = self._path(key)
+
+        def complete() -> None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + f".{upload_id}.tmp")
+            with tmp.open("wb") as out:
+                for part in sorted(parts, key=lambda p: p.number):
+                    with (directory / f"part-{part.number:05d}").open("rb") as src:
+                        shutil.copyfileobj(src, out, _COPY_BUFFER)
+                out.flush()
+                os.fsync(out.fileno())
+            tmp.replace(target)
+            shutil.rmtree(directory, ignore_errors=True)
+
+        await asyncio.to_thread(complete)
+
+    async def abort_multipart(self, key: str, *, upload_id: str) -> None:
+        await asyncio.to_thread(shutil.rmtree, self._upload_dir(upload_id), True)
+
+    async def list_multipart(self, *, prefix: str) -> list[PendingMultipart]:
+        def scan() -> list[PendingMultipart]:
+            found = []
+            for meta_file in self._staging.glob("*/upload.json"):
+                try:
+                    meta = json.loads(meta_file.read_text())
+                except (OSError, ValueError):
+                    continue
+                if str(meta["key"]).startswith(prefix):
+                    found.append(
+                        PendingMultipart(
+                            key=str(meta["key"]),
+                            upload_id=meta_file.parent.name,
+                            initiated=datetime.fromisoformat(meta["initiated"]),
+                        )
+                    )
+            return found
+
+        return await asyncio.to_thread(scan)
+
+    async def delete_object(self, key: str) -> None:
+        await asyncio.to_thread(self._path(key).unlink, True)
+
+    async def object_size(self, key: str) -> int | None:
+        path = self._path(key)
+        try:
+            return (await asyncio.to_thread(path.stat)).st_size
+        except FileNotFoundError:
+            return None
+
+    async def read_range(self, key: str, *, start: int, length: int) -> bytes:
+        def read() -> bytes:
+            with self._path(key).open("rb") as handle:
+                handle.seek(start)
+                return handle.read(length)
+
+        return await asyncio.to_thread(read)
+
+    async def list_keys(self, *, prefix: str) -> list[str]:
+        def scan() -> list[str]:
+            keys = []
+            for path in self._objects.rglob("*"):
+                if path.is_file() and not path.name.endswith(".tmp"):
+                    key = path.relative_to(self._objects).as_posix()
+                    if key.startswith(prefix):
+                        keys.append(key)
+            return sorted(keys)
+
+        return await asyncio.to_thread(scan)
+
+    async def close(self) -> None:
+        return None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,212 @@
+"""ObjectStore on S3 (or MinIO) through aiobotocore.
+
+Depends only on the narrow set of S3 calls listed in ``_S3_CALLS``; every botocore
+exception is translated in ``map_botocore_errors`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+
+from server.errors import Internal, Reason, Unavailable
+from server.storage.port import PendingMultipart, UploadedPart
+
+_S3_CALLS = [
+    "head_bucket",
+    "create_bucket",
+    "create_multipart_upload",
+    "upload_part",
+    "complete_multipart_upload",
+    "abort_multipart_upload",
+    "list_multipart_uploads",
+    "delete_object",
+    "head_object",
+    "get_object",
+    "list_objects_v2",
+]
+
+_GONE_CODES = {"NoSuchUpload", "NoSuchKey", "404", "NotFound"}
+
+
+@contextlib.contextmanager
+def map_botocore_errors(operation: str) -> Iterator[None]:
+    """The one place where botocore's exceptions become vidscan errors."""
+    try:
+        yield
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if status >= 500 or code in {"SlowDown", "ServiceUnavailable", "RequestTimeout"}:
+            raise Unavailable(
+                Reason.STORAGE_UNAVAILABLE, f"object storage unavailable during {operation}"
+            ) from exc
+        raise Internal(Reason.STORAGE_ERROR, f"object storage refused {operation}: {code}") from exc
+    except (ConnectionError, HTTPClientError) as exc:
+        raise Unavailable(
+            Reason.STORAGE_UNAVAILABLE, f"object storage unreachable during {operation}"
+        ) from exc
+    except BotoCoreError as exc:
+        raise Internal(Reason.STORAGE_ERROR, f"object storage failed {operation}") from exc
+
+
+def _is_gone(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    if isinstance(cause, ClientError):
+        return str(cause.response.get("Error", {}).get("Code", "")) in _GONE_CODES
+    return False
+
+
+class S3ObjectStore:
+    """S3 adapter. Create with :meth:`open`, release with :meth:`close`."""
+
+    def __init__(self, *, client: Any, bucket: str, stack: AsyncExitStack) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._stack = stack
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        endpoint_url: str,
+        bucket: str,
+        region: str,
+        access_key_id: str,
+        secret_access_key: str,
+        create_bucket: bool = True,
+    ) -> S3ObjectStore:
+        stack = AsyncExitStack()
+        session = get_session()
+        config = AioConfig(
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+            max_pool_connections=32,
+            s3={"addressing_style": "path"},
+        )
+        client = await stack.enter_async_context(
+            session.create_client(
+                "s3",
+                endpoint_url=endpoint_url or None,
+                region_name=region,
+                aws_access_key_id=access_key_id or None,
+                aws_secret_access_key=secret_access_key or None,
+                config=config,
+            )
+        )
+        store = cls(client=client, bucket=bucket, stack=stack)
+        if create_bucket:
+            await store._ensure_bucket()
+        return store
+
+    async def _ensure_bucket(self) -> None:
+        with map_botocore_errors("head_bucket"):
+            try:
+                await self._client.head_bucket(Bucket=self._bucket)
+                return
+            except ClientError as exc:
+                if str(exc.response.get("Error", {}).get("Code")) not in _GONE_CODES:
+                    raise
+            await self._client.create_bucket(Bucket=self._bucket)
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    def object_uri(self, key: str) -> str:
+        return f"s3://{self._bucket}/{key}"
+
+    async def create_multipart(self, key: str, *, content_type: str) -> str:
+        with map_botocore_errors("create_multipart_upload"):
+            response = await self._client.create_multipart_upload(
+                Bucket=self._bucket, Key=key, ContentType=content_type
+            )
+        return str(response["UploadId"])
+
+    async def upload_part(
+        self, key: str, *, upload_id: str, number: int, data: bytes
+    ) -> UploadedPart:
+        with map_botocore_errors("upload_part"):
+            response = await self._client.upload_part(
+                Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+            )
+        return UploadedPart(number=number, etag=str(response["ETag"]), size=len(data))
+
+    async def complete_multipart(
+        self, key: str, *, upload_id: str, parts: list[UploadedPart]
+    ) -> None:
+        with map_botocore_errors("complete_multipart_upload"):
+            await self._client.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={
+                    "Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]
+                },
+            )
+
+    async def abort_multipart(self, key: str, *, upload_id: str) -> None:
+        try:
+            with map_botocore_errors("abort_multipart_upload"):
+                await self._client.abort_multipart_upload(
+                    Bucket=self._bucket, Key=key, UploadId=upload_id
+                )
+        except Internal as exc:
+            if not _is_gone(exc):
+                raise
+
+    async def list_multipart(self, *, prefix: str) -> list[PendingMultipart]:
+        found: list[PendingMultipart] = []
+        with map_botocore_errors("list_multipart_uploads"):
+            paginator = self._client.get_paginator("list_multipart_uploads")
+            async for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    found.append(
+                        PendingMultipart(
+                            key=str(upload["Key"]),
+                            upload_id=str(upload["UploadId"]),
+                            initiated=upload["Initiated"],
+                        )
+                    )
+        return found
+
+    async def delete_object(self, key: str) -> None:
+        with map_botocore_errors("delete_object"):
+            await self._client.delete_object(Bucket=self._bucket, Key=key)
+
+    async def object_size(self, key: str) -> int | None:
+        try:
+            with map_botocore_errors("head_object"):
+                response = await self._client.head_object(Bucket=self._bucket, Key=key)
+        except Internal as exc:
+            if _is_gone(exc):
+                return None
+            raise
+        return int(response["ContentLength"])
+
+    async def read_range(self, key: str, *, start: int, length: int) -> bytes:
+        with map_botocore_errors("get_object"):
+            response = await self._client.get_object(
+                Bucket=self._bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
+            )
+            async with response["Body"] as body:
+                data: bytes = await body.read()
+        return data
+
+    async def list_keys(self, *, prefix: str) -> list[str]:
+        keys: list[str] = []
+        with map_botocore_errors("list_objects_v2"):
+            paginator = self._client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
+                keys.extend(str(item["Key"]) for item in page.get("Contents", []))
+        return keys
+
+    async def close(self) -> None:
+        await self._stack.aclose()

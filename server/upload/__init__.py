@@ -1,0 +1,1 @@
+"""The upload pipeline: receive -> hash/limit/sniff -> spool + store parts -> validate -> record."""

@@ -1,0 +1,98 @@
+"""Checks applied to every byte while it arrives: size limit, SHA-256, sniffing and
+the MP4 box structure. Pure logic, no I/O; the pipeline feeds it chunk by chunk."""
+
+from __future__ import annotations
+
+import hashlib
+
+from server.errors import InvalidUpload, Reason
+from server.media.isobmff import BoxStructureError, TopLevelBoxWalker
+from server.media.sniff import SNIFF_BYTES, Container, sniff
+
+
+def _too_large(limit: int) -> InvalidUpload:
+    return InvalidUpload(
+        Reason.FILE_TOO_LARGE,
+        f"the upload exceeds the limit of {limit} bytes",
+        metadata={"max_bytes": str(limit)},
+    )
+
+
+class StreamValidator:
+    def __init__(self, *, max_bytes: int, declared_size: int | None, declared_sha256: str) -> None:
+        if declared_size is not None and declared_size > max_bytes:
+            raise _too_large(max_bytes)
+        self._max_bytes = max_bytes
+        self._declared_size = declared_size
+        self._declared_sha256 = declared_sha256
+        self._hash = hashlib.sha256()
+        self._head = b""
+        self._walker: TopLevelBoxWalker | None = None
+        self.received = 0
+        self.container: Container | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        """Accounts for one chunk; raises as soon as the stream is known to be bad."""
+        self.received += len(chunk)
+        if self.received > self._max_bytes:
+            raise _too_large(self._max_bytes)
+        if self._declared_size is not None and self.received > self._declared_size:
+            raise self._size_mismatch()
+        self._hash.update(chunk)
+        if self.container is None:
+            earlier = len(self._head)  # bytes of previous chunks already in the head
+            self._head += chunk[: SNIFF_BYTES - earlier]
+            if len(self._head) >= SNIFF_BYTES:
+                self._decide_container()
+                if self._walker is not None:
+                    self._feed_walker(self._head[:earlier])
+        self._feed_walker(chunk)
+
+    def _feed_walker(self, data: bytes) -> None:
+        if self._walker is not None:
+            try:
+                self._walker.feed(data)
+            except BoxStructureError as exc:
+                raise InvalidUpload(
+                    Reason.CORRUPT_CONTAINER, f"the {self.container} box structure is broken: {exc}"
+                ) from exc
+
+    def _decide_container(self) -> None:
+        container = sniff(self._head)
+        if container is None:
+            raise InvalidUpload(
+                Reason.UNSUPPORTED_FORMAT,
+                "the file is not a supported video container (mp4, mov, mkv, webm, avi)",
+            )
+        self.container = container
+        if container in (Container.MP4, Container.MOV):
+            self._walker = TopLevelBoxWalker()
+
+    @property
+    def header_complete(self) -> bool:
+        """True once an MP4/MOV `moov` box has fully arrived (PyAV can read streams)."""
+        return self._walker is not None and self._walker.header_complete
+
+    def finish(self) -> str:
+        """Checks the end of the stream and returns the SHA-256 hex digest."""
+        if self.received == 0:
+            raise InvalidUpload(Reason.EMPTY_UPLOAD, "the upload contained no bytes")
+        if self.container is None:
+            self._decide_container()
+        if self._declared_size is not None and self.received != self._declared_size:
+            raise self._size_mismatch()
+        digest = self._hash.hexdigest()
+        if self._declared_sha256 and digest != self._declared_sha256:
+            raise InvalidUpload(
+                Reason.HASH_MISMATCH,
+                "the SHA-256 of the received bytes does not match the declared one",
+                metadata={"declared_sha256": self._declared_sha256, "actual_sha256": digest},
+            )
+        return digest
+
+    def _size_mismatch(self) -> InvalidUpload:
+        return InvalidUpload(
+            Reason.SIZE_MISMATCH,
+            f"received {self.received} bytes, declared {self._declared_size}",
+            metadata={"declared_size": str(self._declared_size), "received": str(self.received)},
+        )
