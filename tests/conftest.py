@@ -1,0 +1,180 @@
+"""Session fixtures: real PostgreSQL, Redis and MinIO on free ports, and a vidscan
+server built by the real composition root against them.
+
+Each test gets its own user id, so quotas, sessions, rows and object-key prefixes
+never overlap between tests while the servers are shared.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from sqlalchemy import text
+from support.rpc import Client
+from support.services import (
+    MinioServer,
+    PostgresServer,
+    RedisServer,
+    start_minio,
+    start_postgres,
+    start_redis,
+)
+from support.videos import SPECS, make_video
+
+from server.config import Settings
+from server.db.engine import create_engine
+from server.main import App, build_app, token_authority
+from server.storage.s3 import S3ObjectStore
+
+BUCKET = "vidscan-test"
+
+
+def _subdir(parent: Path, name: str) -> Path:
+    path = parent / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("vidscan")
+
+
+@pytest.fixture(scope="session")
+def postgres(workdir: Path) -> Iterator[PostgresServer]:
+    with start_postgres(workdir=_subdir(workdir, "pg")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server(workdir: Path) -> Iterator[RedisServer]:
+    with start_redis(workdir=_subdir(workdir, "redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def minio(workdir: Path) -> Iterator[MinioServer]:
+    with start_minio(workdir=_subdir(workdir, "minio")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def real_settings(
+    workdir: Path, postgres: PostgresServer, redis_server: RedisServer, minio: MinioServer
+) -> Settings:
+    """Settings for vidscan on the real services (what production looks like)."""
+    return Settings(
+        grpc_listen="127.0.0.1:0",
+        database_url=postgres.url,
+        redis_url=redis_server.url,
+        s3_endpoint_url=minio.endpoint_url,
+        s3_bucket=BUCKET,
+        s3_region=minio.region,
+        s3_access_key_id=minio.access_key,
+        s3_secret_access_key=minio.secret_key,
+        data_dir=workdir / "server-data",
+        janitor_interval_seconds=3600,
+        shutdown_grace_seconds=5,
+    )
+
+
+@pytest.fixture(scope="session")
+def embedded_settings(workdir: Path) -> Settings:
+    """Settings for the embedded default: SQLite, filesystem store, memory sessions."""
+    return Settings(
+        grpc_listen="127.0.0.1:0",
+        data_dir=workdir / "embedded-data",
+        janitor_interval_seconds=3600,
+        shutdown_grace_seconds=5,
+    )
+
+
+@dataclass
+class Running:
+    app: App
+    settings: Settings
+    channel: grpc.aio.Channel
+
+    def client(self, user_id: str | None = None) -> Client:
+        user = user_id or f"user-{uuid.uuid4().hex[:12]}"
+        return Client(self.channel, token_authority(self.settings).mint(user))
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.app.port}"
+
+
+StartServer = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def start_server(real_settings: Settings) -> AsyncIterator[StartServer]:
+    """Starts vidscan in-process (real adapters) with optional setting overrides."""
+    running: list[Running] = []
+
+    async def start(base: Settings | None = None, **overrides: Any) -> Running:
+        settings = (base or real_settings).model_copy(update=overrides)
+        app = await build_app(settings)
+        await app.server.start()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
+        running.append(Running(app, settings, channel))
+        return running[-1]
+
+    yield start
+    for item in running:
+        await item.channel.close()
+        await item.app.stop(1.0)
+
+
+@pytest.fixture
+async def server(start_server: StartServer) -> Running:
+    return await start_server()
+
+
+@pytest.fixture
+async def s3(real_settings: Settings) -> AsyncIterator[S3ObjectStore]:
+    """A direct S3 client on the test bucket, to check what the server left behind."""
+    store = await S3ObjectStore.open(
+        endpoint_url=real_settings.s3_endpoint_url,
+        bucket=BUCKET,
+        region=real_settings.s3_region,
+        access_key_id=real_settings.s3_access_key_id,
+        secret_access_key=real_settings.s3_secret_access_key.get_secret_value(),
+    )
+    yield store
+    await store.close()
+
+
+@dataclass
+class Database:
+    url: str
+
+    async def scalar(self, sql: str, **params: Any) -> Any:
+        engine = create_engine(self.url)
+        try:
+            async with engine.connect() as conn:
+                return await conn.scalar(text(sql), params)
+        finally:
+            await engine.dispose()
+
+
+@pytest.fixture
+def db(real_settings: Settings) -> Database:
+    return Database(real_settings.database_url)
+
+
+@pytest.fixture(scope="session")
+def videos(workdir: Path) -> dict[str, bytes]:
+    """One small clip per accepted container, generated once per session."""
+    out = workdir / "videos"
+    out.mkdir(exist_ok=True)
+    return {
+        name: make_video(out / f"{name}{spec.suffix}", spec=spec).read_bytes()
+        for name, spec in SPECS.items()
+    }
