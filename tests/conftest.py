@@ -103,7 +103,7 @@ class Running:
 
     def client(self, user_id: str | None = None) -> Client:
         user = user_id or f"user-{uuid.uuid4().hex[:12]}"
-        return Client(self.channel, token_authority(self.settings).mint(user))
+        return Client(self.channel, token_authority(self.settings).mint(user), self.target)
 
     @property
     def target(self) -> str:
@@ -178,3 +178,14 @@ def videos(workdir: Path) -> dict[str, bytes]:
         name: make_video(out / f"{name}{spec.suffix}", spec=spec).read_bytes()
         for name, spec in SPECS.items()
     }
+
+
+@pytest.fixture(scope="session")
+def big_video(workdir: Path) -> bytes:
+    """~20 MiB of H.264 noise: large enough to span several S3 parts."""
+    path = workdir / "videos" / "big.mp4"
+    path.parent.mkdir(exist_ok=True)
+    make_video(path, spec=SPECS["mp4"], seconds=10, fps=10, width=640, height=480, noise=True)
+    data = path.read_bytes()
+    assert len(data) > 16 * 1024 * 1024, len(data)
+    return data

@@ -91,7 +91,7 @@ async def test_session_lifecycle_states(server: Running, videos: dict[str, bytes
     assert done.session.committed_bytes == len(videos["mp4"])
 
     # A completed session cannot be written again: NOT_FOUND, like the earlier 404.
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    with pytest.raises(grpc.RpcError) as caught:
         await client.upload(videos["mp4"], session_id=session.session_id)
     assert details(caught.value).reason == "SESSION_NOT_FOUND"
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
@@ -106,7 +106,7 @@ async def test_cancelled_session_refuses_uploads(server: Running, videos: dict[s
     )
     assert cancelled.cleanup_performed
     assert (await client.status(session.session_id)).status == "cancelled"
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    with pytest.raises(grpc.RpcError) as caught:
         await client.upload(videos["mp4"], session_id=session.session_id)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
@@ -122,7 +122,7 @@ async def test_other_users_see_nothing(server: Running, videos: dict[str, bytes]
         stranger.analysis(result.analysis_id),
         stranger.status("no-such-session"),
     ):
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
+        with pytest.raises(grpc.RpcError) as caught:
             await call
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     # The owner's session is untouched by the stranger's attempt.
@@ -139,6 +139,6 @@ async def test_expired_session_is_not_found(
 
     await asyncio.sleep(1.2)
     assert (await client.status(session.session_id)).status == "expired"
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    with pytest.raises(grpc.RpcError) as caught:
         await client.upload(videos["mp4"], session_id=session.session_id)
     assert details(caught.value).reason == "SESSION_NOT_FOUND"

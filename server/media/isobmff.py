@@ -62,6 +62,15 @@ class TopLevelBoxWalker:
         self._box_start += size
         self._header = b""
 
+    def finish(self) -> None:
+        """Checks that the stream did not end inside a box (a truncated file)."""
+        if self._to_end:
+            return
+        if self._header or self._skip:
+            raise BoxStructureError(
+                "the file ends inside a box"
+            )
+
     @property
     def header_complete(self) -> bool:
         """True once a `moov` box has been received in full."""

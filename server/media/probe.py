@@ -19,6 +19,11 @@ import av.error
 MAX_PACKETS_FOR_FIRST_FRAME = 300
 
 
+def _why(exc: BaseException) -> str:
+    """FFmpeg's words for a failure, without the server-side file path."""
+    return str(getattr(exc, "strerror", None) or type(exc).__name__)
+
+
 class ProbeFailure(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -50,7 +55,7 @@ def _open(path: Path) -> Any:
     try:
         return av.open(str(path), mode="r", metadata_errors="ignore")
     except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise ProbeFailure("CORRUPT_CONTAINER", f"the container cannot be parsed: {exc}") from exc
+        raise ProbeFailure("CORRUPT_CONTAINER", f"the container cannot be parsed: {_why(exc)}") from exc
 
 
 def _video_stream(container: Any) -> Any:
@@ -101,7 +106,7 @@ def _decode_first_frame(container: Any, stream: Any) -> None:
                 break
     except (av.error.FFmpegError, ValueError) as exc:
         raise ProbeFailure(
-            "VIDEO_UNDECODABLE", f"the video stream cannot be decoded: {exc}"
+            "VIDEO_UNDECODABLE", f"the video stream cannot be decoded: {_why(exc)}"
         ) from exc
     raise ProbeFailure("VIDEO_UNDECODABLE", "no decodable video frame found")
 
@@ -127,7 +132,7 @@ def validate(path: Path, limits: Limits) -> VideoInfo:
         try:
             duration = _duration(container, stream)
         except (av.error.FFmpegError, ValueError) as exc:
-            raise ProbeFailure("CORRUPT_CONTAINER", f"the container cannot be read: {exc}") from exc
+            raise ProbeFailure("CORRUPT_CONTAINER", f"the container cannot be read: {_why(exc)}") from exc
         if duration > limits.max_seconds:
             raise ProbeFailure(
                 "VIDEO_LIMITS_EXCEEDED",

@@ -81,6 +81,13 @@ class StreamValidator:
             self._decide_container()
         if self._declared_size is not None and self.received != self._declared_size:
             raise self._size_mismatch()
+        if self._walker is not None:
+            try:
+                self._walker.finish()
+            except BoxStructureError as exc:
+                raise InvalidUpload(
+                    Reason.CORRUPT_CONTAINER, f"the {self.container} file is truncated: {exc}"
+                ) from exc
         digest = self._hash.hexdigest()
         if self._declared_sha256 and digest != self._declared_sha256:
             raise InvalidUpload(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,40 @@ async def stream(
         yield upload_pb2.UploadVideoRequest(chunk=piece)
 
 
+def _messages(
+    first: upload_pb2.UploadVideoRequest, data: bytes | Iterable[bytes], chunk: int
+) -> Iterator[upload_pb2.UploadVideoRequest]:
+    yield first
+    pieces = (data[i : i + chunk] for i in range(0, len(data), chunk)) if isinstance(
+        data, bytes
+    ) else data
+    for piece in pieces:
+        yield upload_pb2.UploadVideoRequest(chunk=piece)
+
+
+async def send_upload(
+    target: str,
+    metadata: tuple[tuple[str, str], ...],
+    first: upload_pb2.UploadVideoRequest,
+    data: bytes | Iterable[bytes],
+    chunk: int = CHUNK,
+) -> upload_pb2.UploadResult:
+    """Streams an upload with the synchronous gRPC API in a thread.
+
+    grpc.aio's client reports INTERNAL instead of the server's status when a write
+    races with the server ending the call early (grpc/grpc#36066, still open), which
+    is exactly what a refusal mid-stream does; the sync API reports the real status.
+    """
+
+    def call() -> upload_pb2.UploadResult:
+        with grpc.insecure_channel(target) as channel:
+            stub = upload_pb2_grpc.UploadServiceStub(channel)  # type: ignore[no-untyped-call]
+            response = stub.UploadVideo(_messages(first, data, chunk), metadata=metadata)
+            return response.result  # type: ignore[no-any-return]
+
+    return await asyncio.to_thread(call)
+
+
 @dataclass
 class ErrorDetails:
     code: grpc.StatusCode
@@ -58,7 +93,7 @@ class ErrorDetails:
     quota_subjects: list[str]
 
 
-def details(error: grpc.aio.AioRpcError) -> ErrorDetails:
+def details(error: grpc.RpcError) -> ErrorDetails:
     """Unpacks the google.rpc.Status details the server attaches to every error."""
     status: status_pb2.Status | None = rpc_status.from_call(error)  # type: ignore[arg-type]
     assert status is not None, f"no rich status on {error.code()}: {error.details()}"
@@ -89,7 +124,8 @@ def details(error: grpc.aio.AioRpcError) -> ErrorDetails:
 class Client:
     """One user's view of the service."""
 
-    def __init__(self, channel: grpc.aio.Channel, token: str) -> None:
+    def __init__(self, channel: grpc.aio.Channel, token: str, target: str) -> None:
+        self.target = target
         self.uploads = upload_pb2_grpc.UploadServiceStub(channel)  # type: ignore[no-untyped-call]
         self.analyses = analysis_pb2_grpc.AnalysisServiceStub(channel)  # type: ignore[no-untyped-call]
         self.metadata = (("authorization", f"Bearer {token}"),)
@@ -116,10 +152,9 @@ class Client:
         if session_id is None:
             session_id = (await self.new_session()).session_id
         header_fields.setdefault("filename", "clip.mp4")
-        response = await self.uploads.UploadVideo(
-            stream(header(session_id, **header_fields), data, chunk), metadata=self.metadata
+        return await send_upload(
+            self.target, self.metadata, header(session_id, **header_fields), data, chunk
         )
-        return response.result
 
     async def video(self, video_id: str) -> analysis_pb2.Video:
         response = await self.analyses.GetVideo(
