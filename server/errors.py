@@ -13,6 +13,7 @@
      │                                                   VIDEO_UNDECODABLE, VIDEO_LIMITS_EXCEEDED,
      │                                                   SIZE_MISMATCH, HASH_MISMATCH,
      │                                                   MODEL_NOT_ALLOWED
+     ├── IncompleteUpload             INVALID_ARGUMENT   UPLOAD_INCOMPLETE
      ├── OffsetMismatch               OUT_OF_RANGE       INVALID_OFFSET
      ├── SessionBusy                  ABORTED            SESSION_BUSY
      ├── QuotaExceeded                RESOURCE_EXHAUSTED QUOTA_EXCEEDED
@@ -55,6 +56,7 @@ class Reason(StrEnum):
     SIZE_MISMATCH = "SIZE_MISMATCH"
     HASH_MISMATCH = "HASH_MISMATCH"
     MODEL_NOT_ALLOWED = "MODEL_NOT_ALLOWED"
+    UPLOAD_INCOMPLETE = "UPLOAD_INCOMPLETE"
     INVALID_OFFSET = "INVALID_OFFSET"
     SESSION_BUSY = "SESSION_BUSY"
     QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
@@ -138,6 +140,13 @@ class NotFound(VidscanError):
 
 
 class InvalidUpload(VidscanError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class IncompleteUpload(VidscanError):
+    """The stream ended without finish_write. Unlike InvalidUpload, the session is
+    not spent: the client may send the file again."""
+
     code = grpc.StatusCode.INVALID_ARGUMENT
 
 

@@ -155,6 +155,14 @@ async def s3(real_settings: Settings) -> AsyncIterator[S3ObjectStore]:
 class Database:
     url: str
 
+    async def execute(self, sql: str, **params: Any) -> None:
+        engine = create_engine(self.url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text(sql), params)
+        finally:
+            await engine.dispose()
+
     async def scalar(self, sql: str, **params: Any) -> Any:
         engine = create_engine(self.url)
         try:

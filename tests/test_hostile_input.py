@@ -139,7 +139,7 @@ async def test_wrong_offset_and_missing_header(server: Running, videos: dict[str
     from vidscan.v1 import upload_pb2
 
     async def chunks_only():  # type: ignore[no-untyped-def]
-        yield upload_pb2.UploadVideoRequest(chunk=videos["mp4"])
+        yield upload_pb2.UploadVideoRequest(chunk=videos["mp4"], finish_write=True)
 
     with pytest.raises(grpc.RpcError) as caught:
         await client.uploads.UploadVideo(chunks_only(), metadata=client.metadata)

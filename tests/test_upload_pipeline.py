@@ -8,9 +8,9 @@ import grpc
 import pytest
 from conftest import BUCKET, Database, Running
 from support.rpc import details
+from vidscan.v1 import analysis_pb2, upload_pb2
 
 from server.storage.s3 import S3ObjectStore
-from vidscan.v1 import analysis_pb2, upload_pb2
 
 FORMATS = {
     "mp4": ("mp4", "h264"),
@@ -129,9 +129,7 @@ async def test_other_users_see_nothing(server: Running, videos: dict[str, bytes]
     assert (await owner.status(session.session_id)).status == "active"
 
 
-async def test_expired_session_is_not_found(
-    start_server: object, videos: dict[str, bytes]
-) -> None:
+async def test_expired_session_is_not_found(start_server: object, videos: dict[str, bytes]) -> None:
     running = await start_server(session_ttl_seconds=1)  # type: ignore[operator]
     client = running.client()
     session = await client.new_session()

@@ -18,7 +18,7 @@ from server.api.status import rpc_errors
 from server.auth import TokenAuthority
 from server.clock import Clock
 from server.db.repository import Repository
-from server.errors import InvalidUpload, QuotaExceeded, QuotaViolation, Reason, invalid_field
+from server.errors import Cancelled, IncompleteUpload, InvalidUpload, QuotaExceeded, QuotaViolation, Reason, invalid_field
 from server.lifecycle import Admission
 from server.sessions.port import SessionRecord, SessionState, SessionStore
 from server.upload.pipeline import UploadInput, UploadPipeline, session_not_found
@@ -124,7 +124,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
                     Reason.MISSING_HEADER, "the first message of UploadVideo must carry `header`"
                 )
             upload = self._parse_header(first.header, user_id)
-            stored = await self._pipeline.run(upload, _chunks(request_iterator))
+            stored = await self._pipeline.run(upload, _chunks(request_iterator, context))
             last_byte = time.monotonic()
             analysis_row = await self._analysis.after_upload(stored)
             return upload_pb2.UploadVideoResponse(
@@ -171,10 +171,26 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
 
 
 async def _chunks(
-    requests: AsyncIterator[upload_pb2.UploadVideoRequest],
+    requests: AsyncIterator[upload_pb2.UploadVideoRequest], context: Context
 ) -> AsyncIterator[bytes]:
+    """The data chunks after the header, up to the message with finish_write.
+
+    grpc.aio ends the request iterator the same way for a half-close and for a
+    client that went away, so completeness is decided by finish_write alone."""
     async for message in requests:
-        if message.WhichOneof("payload") != "chunk":
+        kind = message.WhichOneof("payload")
+        if kind == "header":
             raise invalid_field("header", "only the first message may carry a header")
         if message.chunk:
             yield message.chunk
+        if message.finish_write:
+            if await anext(aiter(requests), None) is not None:
+                raise invalid_field("finish_write", "no message may follow finish_write")
+            return
+    if context.cancelled():
+        raise Cancelled(Reason.UPLOAD_CANCELLED, "the client cancelled the upload")
+    raise IncompleteUpload(
+        Reason.UPLOAD_INCOMPLETE,
+        "the stream ended without finish_write; the upload was discarded and the "
+        "session can be written again",
+    )

@@ -67,9 +67,7 @@ class TopLevelBoxWalker:
         if self._to_end:
             return
         if self._header or self._skip:
-            raise BoxStructureError(
-                "the file ends inside a box"
-            )
+            raise BoxStructureError("the file ends inside a box")
 
     @property
     def header_complete(self) -> bool:

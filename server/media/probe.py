@@ -55,7 +55,9 @@ def _open(path: Path) -> Any:
     try:
         return av.open(str(path), mode="r", metadata_errors="ignore")
     except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise ProbeFailure("CORRUPT_CONTAINER", f"the container cannot be parsed: {_why(exc)}") from exc
+        raise ProbeFailure(
+            "CORRUPT_CONTAINER", f"the container cannot be parsed: {_why(exc)}"
+        ) from exc
 
 
 def _video_stream(container: Any) -> Any:
@@ -132,7 +134,9 @@ def validate(path: Path, limits: Limits) -> VideoInfo:
         try:
             duration = _duration(container, stream)
         except (av.error.FFmpegError, ValueError) as exc:
-            raise ProbeFailure("CORRUPT_CONTAINER", f"the container cannot be read: {_why(exc)}") from exc
+            raise ProbeFailure(
+                "CORRUPT_CONTAINER", f"the container cannot be read: {_why(exc)}"
+            ) from exc
         if duration > limits.max_seconds:
             raise ProbeFailure(
                 "VIDEO_LIMITS_EXCEEDED",

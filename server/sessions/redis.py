@@ -129,9 +129,7 @@ class RedisSessionStore:
 
     async def set_committed(self, session_id: str, committed_bytes: int) -> None:
         async with map_redis_errors("update session"):
-            await self._redis.eval(
-                _SET_COMMITTED, 1, _key(session_id), str(committed_bytes)
-            )
+            await self._redis.eval(_SET_COMMITTED, 1, _key(session_id), str(committed_bytes))
 
     async def acquire_lock(self, session_id: str, *, owner: str, ttl_seconds: float) -> bool:
         async with map_redis_errors("lock session"):

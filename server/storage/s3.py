@@ -103,7 +103,11 @@ class S3ObjectStore:
         )
         store = cls(client=client, bucket=bucket, stack=stack)
         if create_bucket:
-            await store._ensure_bucket()
+            try:
+                await store._ensure_bucket()
+            except BaseException:
+                await stack.aclose()
+                raise
         return store
 
     async def _ensure_bucket(self) -> None:
@@ -163,11 +167,15 @@ class S3ObjectStore:
                 raise
 
     async def list_multipart(self, *, prefix: str) -> list[PendingMultipart]:
+        # MinIO honours ListMultipartUploads' Prefix only when it names a whole key,
+        # so list everything and filter here; AWS S3 gives the same answer either way.
         found: list[PendingMultipart] = []
         with map_botocore_errors("list_multipart_uploads"):
             paginator = self._client.get_paginator("list_multipart_uploads")
-            async for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
+            async for page in paginator.paginate(Bucket=self._bucket):
                 for upload in page.get("Uploads", []):
+                    if not str(upload["Key"]).startswith(prefix):
+                        continue
                     found.append(
                         PendingMultipart(
                             key=str(upload["Key"]),

@@ -27,6 +27,7 @@ from server.clock import Clock
 from server.db.models import AnalysisRow, VideoRow
 from server.db.repository import Repository
 from server.errors import (
+    Cancelled,
     Cleanup,
     InvalidUpload,
     NotFound,
@@ -47,6 +48,8 @@ from server.upload.validation import StreamValidator
 log = logging.getLogger(__name__)
 
 LOCK_TTL_SECONDS = 30.0
+# How often a running stream looks for CancelUploadSession on its session.
+WATCH_INTERVAL_SECONDS = 1.0
 # For containers whose header sits at the front (MKV, WebM, AVI) the early probe
 # runs once this much has arrived; MP4/MOV are probed when `moov` is complete.
 EARLY_PROBE_BYTES = 1024 * 1024
@@ -90,6 +93,14 @@ def session_not_found(session_id: str) -> NotFound:
         "upload session not found, expired, cancelled or already completed",
         metadata={"session_id": session_id},
     )
+
+
+@dataclass
+class _Watch:
+    """Lets the lock keeper interrupt a stream whose session was cancelled."""
+
+    task: asyncio.Task[Any] | None
+    cancelled: bool = False
 
 
 @dataclass
@@ -143,9 +154,10 @@ class UploadPipeline:
                 "another stream is already writing this session",
                 metadata={"session_id": session.session_id},
             )
-        keeper = asyncio.create_task(self._keep_lock(session.session_id, owner))
+        watch = _Watch(task=asyncio.current_task())
+        keeper = asyncio.create_task(self._keep_lock(session.session_id, owner, watch))
         try:
-            return await self._run_locked(request, session, chunks)
+            return await self._run_locked(request, session, chunks, watch)
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -153,16 +165,32 @@ class UploadPipeline:
             with contextlib.suppress(VidscanError):
                 await asyncio.shield(self._sessions.release_lock(session.session_id, owner=owner))
 
-    async def _keep_lock(self, session_id: str, owner: str) -> None:
+    async def _keep_lock(self, session_id: str, owner: str, watch: _Watch) -> None:
+        """Keeps the stream lock alive and notices CancelUploadSession on the session
+        (from any replica), interrupting the stream when it happens."""
+        last_refresh = asyncio.get_running_loop().time()
         while True:
-            await asyncio.sleep(LOCK_TTL_SECONDS / 3)
+            await asyncio.sleep(WATCH_INTERVAL_SECONDS)
             with contextlib.suppress(VidscanError):
-                await self._sessions.refresh_lock(
-                    session_id, owner=owner, ttl_seconds=LOCK_TTL_SECONDS
-                )
+                now = asyncio.get_running_loop().time()
+                if now - last_refresh >= LOCK_TTL_SECONDS / 3:
+                    await self._sessions.refresh_lock(
+                        session_id, owner=owner, ttl_seconds=LOCK_TTL_SECONDS
+                    )
+                    last_refresh = now
+                record = await self._sessions.get(session_id)
+                if record is not None and record.state is SessionState.CANCELLED:
+                    watch.cancelled = True
+                    if watch.task is not None:
+                        watch.task.cancel()
+                    return
 
     async def _run_locked(
-        self, request: UploadInput, session: SessionRecord, chunks: AsyncIterator[bytes]
+        self,
+        request: UploadInput,
+        session: SessionRecord,
+        chunks: AsyncIterator[bytes],
+        watch: _Watch,
     ) -> StoredUpload:
         if request.write_offset != session.committed_bytes:
             raise OffsetMismatch(
@@ -183,6 +211,16 @@ class UploadPipeline:
             return await self._receive_and_store(request, session, chunks, validator, progress)
         except BaseException as exc:
             cleanup = await asyncio.shield(self._cleanup(session, progress, exc))
+            if isinstance(exc, asyncio.CancelledError) and watch.cancelled:
+                if watch.task is not None:
+                    watch.task.uncancel()
+                cancelled = Cancelled(
+                    Reason.UPLOAD_CANCELLED,
+                    "the upload session was cancelled while the upload was in flight",
+                    metadata={"session_id": session.session_id},
+                )
+                cancelled.cleanup = cleanup
+                raise cancelled from None
             if isinstance(exc, VidscanError):
                 exc.cleanup = cleanup
             raise

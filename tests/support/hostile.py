@@ -11,8 +11,11 @@ def png_image(width: int = 64, height: int = 48) -> bytes:
     """A real, valid PNG (an image, not a video)."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(
-            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
         )
 
     rows = b"".join(b"\x00" + bytes([x % 256, 0, 0] * width) for x in range(height))

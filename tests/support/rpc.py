@@ -11,7 +11,6 @@ import grpc
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
-
 from vidscan.v1 import (
     analysis_pb2,
     analysis_pb2_grpc,
@@ -41,9 +40,11 @@ async def stream(
     first: upload_pb2.UploadVideoRequest, data: bytes | Iterable[bytes], chunk: int = CHUNK
 ) -> AsyncIterator[upload_pb2.UploadVideoRequest]:
     yield first
-    pieces = (data[i : i + chunk] for i in range(0, len(data), chunk)) if isinstance(
-        data, bytes
-    ) else data
+    pieces = (
+        (data[i : i + chunk] for i in range(0, len(data), chunk))
+        if isinstance(data, bytes)
+        else data
+    )
     for piece in pieces:
         yield upload_pb2.UploadVideoRequest(chunk=piece)
 
@@ -52,11 +53,14 @@ def _messages(
     first: upload_pb2.UploadVideoRequest, data: bytes | Iterable[bytes], chunk: int
 ) -> Iterator[upload_pb2.UploadVideoRequest]:
     yield first
-    pieces = (data[i : i + chunk] for i in range(0, len(data), chunk)) if isinstance(
-        data, bytes
-    ) else data
+    pieces = (
+        (data[i : i + chunk] for i in range(0, len(data), chunk))
+        if isinstance(data, bytes)
+        else data
+    )
     for piece in pieces:
         yield upload_pb2.UploadVideoRequest(chunk=piece)
+    yield upload_pb2.UploadVideoRequest(finish_write=True)
 
 
 async def send_upload(
