@@ -14,9 +14,9 @@ Models built (only those whose ``config.pbtxt`` exists in the target repository)
 
 * ``frame_resnet/1/model.onnx`` -- small ResNet: 7x7/2 stem + BN + ReLU + maxpool, three
   basic residual blocks (16, 32, 64 channels; 1x1 projection shortcuts when downsampling),
-  global average pool, linear head, sigmoid. ~0.1 M parameters.
+  global average pool, linear head, sigmoid. ~80 k parameters.
 * ``frame_cnn/1/model.onnx`` -- plain conv net: three strided 3x3/5x5 conv + ReLU layers,
-  max pool, flatten, two fully-connected layers, sigmoid. ~0.08 M parameters.
+  max pool, flatten, two fully-connected layers, sigmoid. ~89 k parameters.
 
 Weights come from ``numpy.random.RandomState`` (legacy generator, whose stream numpy keeps
 stable across releases) with a fixed seed per model, and the graphs are built with
@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -70,7 +72,7 @@ class GraphBuilder:
         self.initializers.append(numpy_helper.from_array(array.astype(np.float32), name))
         return name
 
-    def node(self, op: str, inputs: list[str], **attrs: object) -> str:
+    def node(self, op: str, inputs: list[str], **attrs: Any) -> str:
         out = self._name(op.lower())
         self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
         return out
@@ -109,11 +111,7 @@ class GraphBuilder:
         graph = helper.make_graph(
             self.nodes,
             name,
-            [
-                helper.make_tensor_value_info(
-                    INPUT_NAME, TensorProto.FLOAT, ["batch", *FRAME_SHAPE]
-                )
-            ],
+            [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", *FRAME_SHAPE])],
             [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 1])],
             initializer=self.initializers,
         )
@@ -199,7 +197,7 @@ def build(repository: Path, *, check: bool = False, quiet: bool = False) -> int:
             status = 1
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(".onnx.tmp")
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
             tmp.write_bytes(data)
             tmp.replace(target)  # atomic: a running Triton never sees a half-written file
             state = "written"

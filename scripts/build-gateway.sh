@@ -30,7 +30,7 @@ install() {
   fi
   if [ "$have" != "$want" ]; then
     echo "build-gateway: installing $bin $want into $TOOLS"
-    GOBIN="$TOOLS" GOFLAGS=-mod=mod go install "$pkg@$want"
+    GOBIN="$TOOLS" go install "$pkg@$want"
   fi
 }
 mkdir -p "$TOOLS"
@@ -46,5 +46,5 @@ PATH="$TOOLS:$PATH" "$BUF" generate --template buf.gen.go.yaml --path protos/vid
 echo "build-gateway: generated $(find gateway/gen -type f | wc -l) files into gateway/gen"
 
 [ "${1:-}" = "--gen-only" ] && exit 0
-(cd gateway && go build -trimpath -o bin/vidscan-gateway ./cmd/...)
+(cd gateway && go build -trimpath -ldflags="-s -w" -o bin/vidscan-gateway ./cmd/...)
 echo "build-gateway: built gateway/bin/vidscan-gateway"

@@ -18,6 +18,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -232,4 +233,24 @@ func httpReason(httpStatus int) string {
 		return "HTTP_" + strconv.Itoa(httpStatus)
 	}
 	return strings.ToUpper(strings.NewReplacer(" ", "_", "-", "_", "'", "").Replace(text))
+}
+
+// RoutingHandler is the runtime.RoutingErrorHandlerFunc: unlike grpc-gateway's default
+// (which answers 405 as 501 UNIMPLEMENTED) it keeps the routing status: 404 NOT_FOUND,
+// 405 METHOD_NOT_ALLOWED, 400 BAD_REQUEST.
+func RoutingHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	c := codes.Internal
+	switch httpStatus {
+	case http.StatusBadRequest:
+		c = codes.InvalidArgument
+	case http.StatusNotFound:
+		c = codes.NotFound
+	case http.StatusMethodNotAllowed:
+		c = codes.Unimplemented
+	}
+	msg := http.StatusText(httpStatus)
+	if httpStatus == http.StatusNotFound || httpStatus == http.StatusMethodNotAllowed {
+		msg = fmt.Sprintf("%s: %s %s", msg, r.Method, r.URL.Path)
+	}
+	Handler(ctx, mux, m, w, r, &runtime.HTTPStatusError{HTTPStatus: httpStatus, Err: status.Error(c, msg)})
 }

@@ -34,7 +34,9 @@ class TritonPythonModel:
                 for name in self.input_names
             ]
             if len({a.shape for a in arrays}) != 1:
-                shapes = ", ".join(f"{n}={a.shape}" for n, a in zip(self.input_names, arrays))
+                shapes = ", ".join(
+                    f"{n}={a.shape}" for n, a in zip(self.input_names, arrays, strict=True)
+                )
                 responses.append(
                     pb_utils.InferenceResponse(
                         error=pb_utils.TritonError(f"input shapes differ: {shapes}")

@@ -1,0 +1,138 @@
+// Command vidscan-gateway is the REST front of vidscan: a grpc-gateway v2 reverse
+// proxy to the gRPC server, with a streaming multipart upload route.
+//
+//	vidscan-gateway [-listen 127.0.0.1:8080] [-upstream 127.0.0.1:50051]
+//	                [-max-upload-bytes 524288000] [-cors-origins https://dash.example.com]
+//
+// Every flag also reads an environment variable ($VIDSCAN_GATEWAY_*, and
+// $VIDSCAN_MAX_UPLOAD_BYTES shared with the server); run with -h for the list.
+// Once listening it logs `listening on http://HOST:PORT` and, with -addr-file, writes
+// HOST:PORT to that file. SIGTERM/SIGINT drain in-flight requests (-shutdown-grace).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/vidscan/vidscan/gateway/internal/app"
+	"github.com/vidscan/vidscan/gateway/internal/config"
+	"github.com/vidscan/vidscan/gateway/internal/upload"
+)
+
+func main() {
+	if err := run(); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "vidscan-gateway:", err)
+		os.Exit(2)
+	}
+}
+
+func run() error {
+	cfg, err := config.Parse(os.Args[1:], os.Getenv, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if cfg.Version {
+		printVersion()
+		return nil
+	}
+	var log *slog.Logger
+	if cfg.LogFormat == "json" {
+		log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	} else {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+
+	conn, err := grpc.NewClient(cfg.Upstream,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithUserAgent("vidscan-gateway"),
+	)
+	if err != nil {
+		return fmt.Errorf("upstream %q: %w", cfg.Upstream, err)
+	}
+	defer conn.Close()
+
+	handler, err := app.New(app.Config{
+		Upload: upload.Config{
+			MaxUploadBytes:  cfg.MaxUploadBytes,
+			MultipartSlack:  cfg.MultipartSlack,
+			ChunkBytes:      int(cfg.ChunkBytes),
+			MaxFieldBytes:   cfg.MaxFieldBytes,
+			IdleTimeout:     cfg.IdleTimeout,
+			ErrorDrainBytes: cfg.ErrorDrainBytes,
+		},
+		CORSOrigins: cfg.CORSOrigins,
+		AccessLog:   cfg.AccessLog,
+	}, conn, log)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	addr := ln.Addr().String()
+	if cfg.AddrFile != "" {
+		tmp := cfg.AddrFile + ".tmp"
+		if err := os.WriteFile(tmp, []byte(addr+"\n"), 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, cfg.AddrFile); err != nil {
+			return err
+		}
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("listening on http://"+addr, "addr", addr, "upstream", cfg.Upstream,
+		"max_upload_bytes", cfg.MaxUploadBytes, "chunk_bytes", cfg.ChunkBytes, "cors_origins", cfg.CORSOrigins)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "grace", cfg.ShutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+	}
+	return nil
+}
+
+func printVersion() {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		fmt.Println("vidscan-gateway (no build info)")
+		return
+	}
+	fmt.Printf("vidscan-gateway %s (%s)\n", bi.Main.Version, bi.GoVersion)
+	for _, d := range bi.Deps {
+		fmt.Printf("  %s %s\n", d.Path, d.Version)
+	}
+}

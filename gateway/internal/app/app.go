@@ -1,0 +1,126 @@
+// Package app wires the gateway's HTTP handler: the grpc-gateway ServeMux with the
+// generated routes, the streaming upload route, /healthz, /openapi.json and the
+// middleware (access log, X-Request-Id, CORS).
+package app
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/vidscan/vidscan/gateway"
+	vidscanv1 "github.com/vidscan/vidscan/gateway/gen/vidscan/v1"
+	"github.com/vidscan/vidscan/gateway/internal/apierr"
+	"github.com/vidscan/vidscan/gateway/internal/httpmw"
+	"github.com/vidscan/vidscan/gateway/internal/openapi"
+	"github.com/vidscan/vidscan/gateway/internal/upload"
+)
+
+// Config is what the handler needs besides the upstream connection.
+type Config struct {
+	Upload      upload.Config
+	CORSOrigins string // comma-separated origins, "*" for any, "" for none
+	AccessLog   bool
+}
+
+// New returns the gateway's handler. conn is the upstream gRPC connection.
+func New(cfg Config, conn grpc.ClientConnInterface, log *slog.Logger) (http.Handler, error) {
+	mux := NewServeMux(conn)
+
+	// ServeMux tries the most recently registered pattern first, so the upload route
+	// (POST /v1/dashboard/upload/{session_id}) goes in BEFORE the generated routes:
+	// POST /v1/dashboard/upload/sessions must reach CreateUploadSession.
+	up := upload.NewHandler(cfg.Upload, mux, vidscanv1.NewUploadServiceClient(conn), log)
+	if err := mux.HandlePath(http.MethodPost, upload.Pattern, up.ServeHTTP); err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	if err := vidscanv1.RegisterUploadServiceHandlerClient(ctx, mux, vidscanv1.NewUploadServiceClient(conn)); err != nil {
+		return nil, err
+	}
+	if err := vidscanv1.RegisterAnalysisServiceHandlerClient(ctx, mux, vidscanv1.NewAnalysisServiceClient(conn)); err != nil {
+		return nil, err
+	}
+
+	doc, err := openapi.Patch(gateway.OpenAPIv2, cfg.Upload.MaxUploadBytes)
+	if err != nil {
+		return nil, err
+	}
+	if err := mux.HandlePath(http.MethodGet, "/openapi.json", func(w http.ResponseWriter, _ *http.Request, _ map[string]string) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(doc)))
+		_, _ = w.Write(doc)
+	}); err != nil {
+		return nil, err
+	}
+
+	var h http.Handler = mux
+	h = httpmw.NewCORS(cfg.CORSOrigins).Wrap(h)
+	h = httpmw.RequestID(h)
+	if cfg.AccessLog {
+		h = httpmw.AccessLog(log, h)
+	}
+	return h, nil
+}
+
+// NewServeMux is the grpc-gateway mux with the gateway's options (no routes but /healthz).
+func NewServeMux(conn grpc.ClientConnInterface) *runtime.ServeMux {
+	return runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{
+			Marshaler: &runtime.JSONPb{
+				MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
+				UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
+			},
+		}),
+		runtime.WithErrorHandler(apierr.Handler),
+		runtime.WithRoutingErrorHandler(apierr.RoutingHandler),
+		runtime.WithIncomingHeaderMatcher(HeaderMatcher),
+		runtime.WithOutgoingHeaderMatcher(OutgoingHeaderMatcher),
+		runtime.WithForwardResponseOption(StatusCodes),
+		// GET /healthz[?service=NAME]: grpc.health.v1.Health/Check on the upstream;
+		// 200 {"status":"SERVING"}, else 503 (404 for an unknown service).
+		runtime.WithHealthzEndpoint(grpc_health_v1.NewHealthClient(conn)),
+		runtime.WithDisablePathLengthFallback(),
+		runtime.WithWriteContentLength(),
+	)
+}
+
+// HeaderMatcher forwards X-Request-Id as `x-request-id` metadata, plus grpc-gateway's
+// defaults (Authorization as `authorization`; permanent HTTP headers as grpcgateway-*).
+func HeaderMatcher(key string) (string, bool) {
+	if textproto.CanonicalMIMEHeaderKey(key) == httpmw.RequestIDHeader {
+		return "x-request-id", true
+	}
+	return runtime.DefaultHeaderMatcher(key)
+}
+
+// OutgoingHeaderMatcher passes the server's header metadata on as Grpc-Metadata-<key>
+// (grpc-gateway's default), except the transport's own content-type and grpc-* keys.
+func OutgoingHeaderMatcher(key string) (string, bool) {
+	k := strings.ToLower(key)
+	if k == "content-type" || strings.HasPrefix(k, "grpc-") {
+		return "", false
+	}
+	return runtime.MetadataHeaderPrefix + key, true
+}
+
+// StatusCodes sets the non-200 success statuses of the generated routes:
+// DELETE /v1/dashboard/upload/{session_id} answers 204 No Content (the response body
+// is dropped). The upload route writes its 201 itself.
+func StatusCodes(_ context.Context, w http.ResponseWriter, m proto.Message) error {
+	if _, ok := m.(*vidscanv1.CancelUploadSessionResponse); ok {
+		w.Header().Del("Content-Type")
+		w.Header().Del("Content-Length")
+		w.WriteHeader(http.StatusNoContent)
+	}
+	return nil
+}
