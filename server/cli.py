@@ -14,13 +14,14 @@ from server.config import Settings, load_settings
 from server.db.engine import create_engine
 from server.db.migrate import upgrade_to_head
 from server.db.repository import Repository
-from server.main import database_url, serve, token_authority
+from server.main import database_url, run_workers, serve, token_authority
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidscan-server", description=__doc__)
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the gRPC server (default)")
+    commands.add_parser("worker", help="run analysis workers only (needs TRITON_URL)")
     commands.add_parser("migrate", help="apply database migrations")
     mint = commands.add_parser("mint-token", help="print a bearer token for a user id")
     mint.add_argument("user_id")
@@ -60,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "serve"
     if command == "serve":
         asyncio.run(serve(settings))
+    elif command == "worker":
+        asyncio.run(run_workers(settings))
     elif command == "mint-token":
         print(token_authority(settings).mint(args.user_id, lifetime=timedelta(hours=args.hours)))
     elif command in ("migrate", "set-quota", "get-quota"):

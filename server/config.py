@@ -79,6 +79,20 @@ class Settings(BaseSettings):
     # Test-only fault injection in the media worker: "", "crash" or "hang".
     media_fault_injection: str = ""
 
+    # Detection (Triton) and the analysis lifecycle
+    default_model: str = "frame_ensemble"
+    allowed_models: str = "frame_ensemble,frame_resnet,frame_cnn"
+    analysis_frames: Annotated[int, Field(ge=1, le=256)] = 32
+    detection_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    aggregation: str = "confident"
+    analysis_wait_seconds: float = 10.0
+    analysis_lease_seconds: float = 120.0
+    analysis_reclaim_seconds: float = 30.0
+    analysis_retry_seconds: float = 5.0
+    analysis_max_attempts: int = 5
+    analysis_workers: Annotated[int, Field(ge=0, le=16)] = 1
+    triton_timeout_seconds: float = 30.0
+
     # Housekeeping
     janitor_interval_seconds: float = 300.0
 
@@ -95,6 +109,17 @@ class Settings(BaseSettings):
         if len(value.get_secret_value().encode()) < 32:
             raise ValueError("jwt_secret must be at least 32 bytes for HS256")
         return value
+
+    @field_validator("aggregation")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        if value not in ("mean", "confident"):
+            raise ValueError("aggregation must be 'mean' or 'confident'")
+        return value
+
+    @property
+    def model_allow_list(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.allowed_models.split(",") if m.strip())
 
     @property
     def part_size(self) -> int:

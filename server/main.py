@@ -1,7 +1,8 @@
 """The composition root: the only place that builds adapters and wires services.
 
-``build_app`` turns validated settings into a started-but-not-listening set of
-parts; ``serve`` runs them until SIGTERM/SIGINT and shuts down gracefully.
+``build_core`` turns validated settings into the adapters and use cases shared by
+the gRPC server and the analysis workers; ``build_app`` adds the gRPC server;
+``serve`` and ``run_workers`` run them until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -19,15 +21,20 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from vidscan.v1 import analysis_pb2, analysis_pb2_grpc, upload_pb2, upload_pb2_grpc
 
+from server.analysis.analyzer import AnalysisRules, AnalysisWorker, Analyzer
+from server.analysis.queue import JobQueue, MemoryQueue, RedisStreamQueue
 from server.analysis.stage import AnalysisStage
 from server.api.analysis_servicer import AnalysisServicer
 from server.api.upload_servicer import UploadServicer
 from server.auth import TokenAuthority
 from server.clock import Clock, system_clock
 from server.config import Settings
+from server.db.analyses import AnalysisRepository
 from server.db.engine import create_engine
 from server.db.migrate import upgrade_to_head
 from server.db.repository import Repository
+from server.detection.triton import TritonDetector, TritonOptions
+from server.errors import VidscanError
 from server.janitor import Janitor
 from server.lifecycle import Admission
 from server.media.isolation import MediaInspector, MediaWorkerConfig
@@ -45,27 +52,35 @@ SERVICE_NAMES = (
     upload_pb2.DESCRIPTOR.services_by_name["UploadService"].full_name,
     analysis_pb2.DESCRIPTOR.services_by_name["AnalysisService"].full_name,
 )
-DEFAULT_MODEL = "frame_ensemble"
-ALLOWED_MODELS = ("frame_ensemble", "frame_resnet", "frame_cnn")
+# Health service name that reports whether Triton and every allowed model are ready.
+DETECTOR_HEALTH = "vidscan.detector"
+DETECTOR_RETRY_SECONDS = 5.0
+RECOVERY_INTERVAL_SECONDS = 30.0
+
+Closer = Callable[[], Awaitable[None]]
 
 
 @dataclass
-class App:
-    server: grpc.aio.Server
-    port: int
-    admission: Admission
-    health: health.aio.HealthServicer
-    background: list[asyncio.Task[None]] = field(default_factory=list)
-    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+class Core:
+    """Adapters and use cases shared by the server and the workers."""
 
-    async def stop(self, grace_seconds: float) -> None:
-        """Refuses new uploads, lets running ones finish within the grace period,
-        then closes every adapter."""
-        self.admission.drain()
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.admission.wait_idle(grace_seconds)
-        await self.server.stop(grace=1.0)
+    settings: Settings
+    clock: Clock
+    repository: Repository
+    analyses: AnalysisRepository
+    store: ObjectStore
+    sessions: SessionStore
+    media: MediaInspector
+    queue: JobQueue
+    detector: TritonDetector | None
+    analyzer: Analyzer | None
+    closers: list[Closer] = field(default_factory=list)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        self.background.append(asyncio.ensure_future(coro))
+
+    async def close(self) -> None:
         for task in self.background:
             task.cancel()
         for task in self.background:
@@ -97,6 +112,14 @@ def build_sessions(settings: Settings, clock: Clock) -> SessionStore:
     return MemorySessionStore(clock=clock)
 
 
+def build_queue(settings: Settings) -> JobQueue:
+    if settings.redis_url:
+        return RedisStreamQueue.from_url(
+            settings.redis_url, reclaim_after_seconds=settings.analysis_reclaim_seconds
+        )
+    return MemoryQueue()
+
+
 def token_authority(settings: Settings, clock: Clock = system_clock) -> TokenAuthority:
     return TokenAuthority(
         secret=settings.jwt_secret.get_secret_value(),
@@ -106,18 +129,23 @@ def token_authority(settings: Settings, clock: Clock = system_clock) -> TokenAut
     )
 
 
-async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
-    closers: list[Callable[[], Awaitable[None]]] = []
-    engine = create_engine(database_url(settings))
-    closers.append(engine.dispose)
-    await upgrade_to_head(engine)
-    repository = Repository(engine=engine, clock=clock, default_quota=settings.default_upload_quota)
-    store = await build_store(settings)
-    closers.append(store.close)
-    sessions = build_sessions(settings, clock)
-    closers.append(sessions.close)
-    await sessions.ping()
-
+async def build_core(settings: Settings, *, clock: Clock = system_clock) -> Core:
+    closers: list[Closer] = []
+    try:
+        engine = create_engine(database_url(settings))
+        closers.append(engine.dispose)
+        await upgrade_to_head(engine)
+        store = await build_store(settings)
+        closers.append(store.close)
+        sessions = build_sessions(settings, clock)
+        closers.append(sessions.close)
+        await sessions.ping()
+        queue = build_queue(settings)
+        closers.append(queue.close)
+    except BaseException:
+        for close in reversed(closers):
+            await close()
+        raise
     spool_dir = settings.data_dir / "spool"
     spool_dir.mkdir(parents=True, exist_ok=True)
     media = MediaInspector(
@@ -130,24 +158,142 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
             fault_injection=settings.media_fault_injection,
         )
     )
-    pipeline = UploadPipeline(
-        sessions=sessions,
+    analyses = AnalysisRepository(engine=engine, clock=clock)
+    detector: TritonDetector | None = None
+    analyzer: Analyzer | None = None
+    if settings.triton_url:
+        detector = TritonDetector(
+            options=TritonOptions(
+                url=settings.triton_url, timeout_seconds=settings.triton_timeout_seconds
+            ),
+            models=settings.model_allow_list,
+        )
+        closers.append(detector.close)
+        analyzer = Analyzer(
+            analyses=analyses,
+            store=store,
+            media=media,
+            detector=detector,
+            rules=AnalysisRules(
+                frames=settings.analysis_frames,
+                threshold=settings.detection_threshold,
+                strategy=settings.aggregation,
+                lease=timedelta(seconds=settings.analysis_lease_seconds),
+                max_attempts=settings.analysis_max_attempts,
+                spool_dir=spool_dir,
+            ),
+        )
+    return Core(
+        settings=settings,
+        clock=clock,
+        repository=Repository(
+            engine=engine, clock=clock, default_quota=settings.default_upload_quota
+        ),
+        analyses=analyses,
         store=store,
-        repository=repository,
+        sessions=sessions,
         media=media,
+        queue=queue,
+        detector=detector,
+        analyzer=analyzer,
+        closers=closers,
+    )
+
+
+async def _keep_detector_loaded(
+    detector: TritonDetector, on_change: Callable[[bool], Awaitable[None]]
+) -> None:
+    """Loads the model contracts at start and keeps checking Triton's readiness, so
+    that a Triton started later (or restarted) is picked up without a restart."""
+    state: bool | None = None
+    while True:
+        try:
+            if not detector.loaded:
+                await detector.load()
+            ready = await detector.ready()
+        except VidscanError as exc:
+            log.warning("detector not ready: %s", exc.message)
+            ready = False
+        if ready != state:
+            state = ready
+            await on_change(ready)
+        await asyncio.sleep(DETECTOR_RETRY_SECONDS)
+
+
+async def _recover_unfinished(core: Core) -> None:
+    """The in-memory queue forgets its jobs on restart; the database does not."""
+    while True:
+        try:
+            for analysis_id in await core.analyses.unfinished():
+                await core.queue.enqueue(analysis_id)
+        except VidscanError:
+            log.exception("recovery sweep failed; will retry")
+        await asyncio.sleep(RECOVERY_INTERVAL_SECONDS)
+
+
+def start_workers(core: Core, *, count: int) -> None:
+    if core.analyzer is None or count == 0:
+        return
+    host = socket.gethostname()
+    for index in range(count):
+        worker = AnalysisWorker(
+            queue=core.queue,
+            analyzer=core.analyzer,
+            analyses=core.analyses,
+            name=f"{host}-{id(core):x}-{index}",
+        )
+        core.spawn(worker.run_forever(retry_delay_seconds=core.settings.analysis_retry_seconds))
+    if isinstance(core.queue, MemoryQueue):
+        core.spawn(_recover_unfinished(core))
+
+
+@dataclass
+class App:
+    core: Core
+    server: grpc.aio.Server
+    port: int
+    admission: Admission
+    health: health.aio.HealthServicer
+    stage: AnalysisStage
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Refuses new uploads, lets running ones finish within the grace period,
+        then closes every adapter."""
+        self.admission.drain()
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.admission.wait_idle(grace_seconds)
+        await self.server.stop(grace=1.0)
+        await self.stage.close()
+        await self.core.close()
+
+
+async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
+    core = await build_core(settings, clock=clock)
+    pipeline = UploadPipeline(
+        sessions=core.sessions,
+        store=core.store,
+        repository=core.repository,
+        media=core.media,
         rules=UploadRules(
             max_bytes=settings.max_upload_bytes,
             part_size=settings.part_size,
             parts_in_flight=settings.s3_parts_in_flight,
-            spool_dir=spool_dir,
-            default_model=DEFAULT_MODEL,
+            spool_dir=settings.data_dir / "spool",
+            default_model=settings.default_model,
         ),
         clock=clock,
     )
     auth = token_authority(settings, clock)
     admission = Admission()
-    stage = AnalysisStage(allowed_models=ALLOWED_MODELS, default_model=DEFAULT_MODEL)
-
+    stage = AnalysisStage(
+        allowed_models=settings.model_allow_list,
+        default_model=settings.default_model,
+        queue=core.queue,
+        analyses=core.analyses,
+        analyzer=core.analyzer,
+        wait_budget_seconds=settings.analysis_wait_seconds,
+    )
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
@@ -158,8 +304,8 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
     upload_pb2_grpc.add_UploadServiceServicer_to_server(  # type: ignore[no-untyped-call]
         UploadServicer(
             auth=auth,
-            sessions=sessions,
-            repository=repository,
+            sessions=core.sessions,
+            repository=core.repository,
             pipeline=pipeline,
             analysis=stage,
             admission=admission,
@@ -171,32 +317,56 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
         server,
     )
     analysis_pb2_grpc.add_AnalysisServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        AnalysisServicer(auth=auth, repository=repository, store=store), server
+        AnalysisServicer(auth=auth, repository=core.repository, store=core.store), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(DETECTOR_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     port = server.add_insecure_port(settings.grpc_listen)
     if port == 0:
+        await core.close()
         raise RuntimeError(f"cannot listen on {settings.grpc_listen}")
 
+    if core.detector is not None:
+
+        async def report(ready: bool) -> None:
+            status = health_pb2.HealthCheckResponse
+            await health_servicer.set(
+                DETECTOR_HEALTH, status.SERVING if ready else status.NOT_SERVING
+            )
+            log.info("detector %s", "ready" if ready else "NOT ready")
+
+        core.spawn(_keep_detector_loaded(core.detector, report))
+    start_workers(core, count=settings.analysis_workers)
     janitor = Janitor(
-        store=store,
-        repository=repository,
-        spool_dir=spool_dir,
+        store=core.store,
+        repository=core.repository,
+        spool_dir=settings.data_dir / "spool",
         max_age=timedelta(seconds=settings.session_ttl_seconds),
         clock=clock,
     )
-    app = App(server=server, port=port, admission=admission, health=health_servicer)
-    app.closers = closers
-    app.background.append(
-        asyncio.create_task(janitor.run_forever(interval_seconds=settings.janitor_interval_seconds))
+    core.spawn(janitor.run_forever(interval_seconds=settings.janitor_interval_seconds))
+    return App(
+        core=core,
+        server=server,
+        port=port,
+        admission=admission,
+        health=health_servicer,
+        stage=stage,
     )
-    return app
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 async def serve(settings: Settings) -> None:
@@ -205,11 +375,25 @@ async def serve(settings: Settings) -> None:
     host = settings.grpc_listen.rsplit(":", 1)[0]
     log.info("vidscan listening on %s:%d", host, app.port)
     print(f"vidscan listening on {host}:{app.port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await _until_signalled()
     log.info("shutting down: draining %d upload(s)", app.admission.in_flight)
     await app.stop(settings.shutdown_grace_seconds)
     log.info("stopped")
+
+
+async def run_workers(settings: Settings) -> None:
+    """``vidscan-server worker``: analysis workers only, no gRPC server."""
+    core = await build_core(settings)
+    if core.detector is None:
+        await core.close()
+        raise SystemExit("TRITON_URL is not set: a worker needs a detector")
+
+    async def report(ready: bool) -> None:
+        log.info("detector %s", "ready" if ready else "NOT ready")
+
+    core.spawn(_keep_detector_loaded(core.detector, report))
+    start_workers(core, count=max(1, settings.analysis_workers))
+    print(f"vidscan worker running ({max(1, settings.analysis_workers)} consumer(s))", flush=True)
+    await _until_signalled()
+    await core.close()
+    log.info("worker stopped")

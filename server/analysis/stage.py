@@ -1,23 +1,49 @@
-"""The step after a video is stored: choose the model, run or queue the analysis.
+"""The step after a video is stored: queue its analysis, then run it inline for up
+to the wait budget so that a quick verdict comes back in the UploadResult.
 
-Without a detector configured (no TRITON_URL and no embedded Triton), the analysis
-row stays PENDING and the upload answers PROCESSING; the video is safely stored and
-an analysis worker can pick it up later.
+The job is enqueued *before* the inline attempt, so if this process dies mid-way a
+queue worker finishes it. Without a detector (no Triton reachable), the analysis
+stays PENDING, the upload answers PROCESSING, and workers pick it up when Triton is.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 
+from server.analysis.analyzer import Analyzer
+from server.analysis.queue import JobQueue
+from server.db.analyses import TERMINAL, AnalysisRepository
 from server.db.models import AnalysisRow
-from server.errors import InvalidUpload, Reason
+from server.errors import InvalidUpload, Reason, Unavailable, VidscanError
 from server.upload.pipeline import StoredUpload
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ESTIMATE_SECONDS = 15
 
 
 class AnalysisStage:
-    def __init__(self, *, allowed_models: Sequence[str], default_model: str) -> None:
+    def __init__(
+        self,
+        *,
+        allowed_models: Sequence[str],
+        default_model: str,
+        queue: JobQueue,
+        analyses: AnalysisRepository,
+        analyzer: Analyzer | None,
+        wait_budget_seconds: float,
+    ) -> None:
         self._allowed = tuple(allowed_models)
         self._default = default_model
+        self._queue = queue
+        self._analyses = analyses
+        self._analyzer = analyzer
+        self._budget = wait_budget_seconds
+        self._inline: set[asyncio.Task[AnalysisRow | None]] = set()
 
     def check_model(self, requested: str) -> str:
         """The model to use for a request, refusing names outside the allow-list."""
@@ -32,5 +58,47 @@ class AnalysisStage:
         return requested
 
     async def after_upload(self, stored: StoredUpload) -> AnalysisRow:
-        stored.spool_path.unlink(missing_ok=True)
-        return stored.analysis
+        analysis_id = stored.analysis.id
+        try:
+            await self._queue.enqueue(analysis_id)
+        except VidscanError:
+            # The row is PENDING in the database; the recovery sweep will queue it.
+            log.exception("could not enqueue analysis %s", analysis_id)
+        if self._analyzer is None:
+            await asyncio.to_thread(stored.spool_path.unlink, True)
+            return await self._estimated(stored.analysis)
+        task = asyncio.create_task(self._run_inline(analysis_id, stored.spool_path))
+        self._inline.add(task)
+        task.add_done_callback(self._inline.discard)
+        done, _ = await asyncio.wait({task}, timeout=self._budget)
+        if task in done and not task.cancelled() and task.exception() is None:
+            row = task.result()
+            if row is not None and row.status in TERMINAL:
+                return row
+        row = await self._analyses.get(analysis_id)
+        return await self._estimated(row or stored.analysis)
+
+    async def _run_inline(self, analysis_id: str, spool: Path) -> AnalysisRow | None:
+        assert self._analyzer is not None
+        try:
+            return await self._analyzer.run(analysis_id, local_path=spool)
+        except Unavailable as exc:
+            log.warning("analysis %s left to the workers: %s", analysis_id, exc.message)
+            return None
+        finally:
+            await asyncio.to_thread(spool.unlink, True)
+
+    async def _estimated(self, row: AnalysisRow) -> AnalysisRow:
+        with contextlib.suppress(VidscanError):
+            recent = await self._analyses.recent_duration_ms()
+            row.estimated_seconds = (
+                max(1, round(recent / 1000)) if recent else DEFAULT_ESTIMATE_SECONDS
+            )
+            return row
+        row.estimated_seconds = DEFAULT_ESTIMATE_SECONDS
+        return row
+
+    async def close(self) -> None:
+        """Lets inline analyses finish (they are short) before the process exits."""
+        if self._inline:
+            await asyncio.wait(self._inline, timeout=self._budget)

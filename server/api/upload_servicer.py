@@ -18,7 +18,15 @@ from server.api.status import rpc_errors
 from server.auth import TokenAuthority
 from server.clock import Clock
 from server.db.repository import Repository
-from server.errors import Cancelled, IncompleteUpload, InvalidUpload, QuotaExceeded, QuotaViolation, Reason, invalid_field
+from server.errors import (
+    Cancelled,
+    IncompleteUpload,
+    InvalidUpload,
+    QuotaExceeded,
+    QuotaViolation,
+    Reason,
+    invalid_field,
+)
 from server.lifecycle import Admission
 from server.sessions.port import SessionRecord, SessionState, SessionStore
 from server.upload.pipeline import UploadInput, UploadPipeline, session_not_found

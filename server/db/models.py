@@ -59,6 +59,10 @@ class AnalysisRow(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     started_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    # While RUNNING: the claim expires at lease_until, so a job whose process died is
+    # picked up again by another worker.
+    lease_until: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class UserQuotaRow(Base):

@@ -23,8 +23,12 @@ def _limit_resources(memory_bytes: int, cpu_seconds: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _inject_fault(fault: str) -> None:
-    """Fault injection for the isolation tests (VIDSCAN_MEDIA_FAULT_INJECTION)."""
+def _inject_fault(fault: str, op: str) -> None:
+    """Fault injection for the isolation tests (VIDSCAN_MEDIA_FAULT_INJECTION):
+    "crash" or "hang", optionally limited to one operation ("crash:sample_frames")."""
+    fault, _, only = fault.partition(":")
+    if only and only != op:
+        return
     if fault == "crash":
         os.kill(os.getpid(), signal.SIGSEGV)
     if fault == "hang":
@@ -41,6 +45,10 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         if request["op"] == "validate":
             limits = probe.Limits(**request["limits"])
             return {"ok": True, "info": probe.validate(path, limits).as_dict()}
+        if request["op"] == "sample_frames":
+            from server.media import frames
+
+            return {"ok": True, "info": frames.sample_to_file(request)}
     except probe.ProbeFailure as failure:
         return {"ok": False, "reason": failure.reason, "message": failure.message}
     raise ValueError(f"unknown op {request['op']!r}")
@@ -49,7 +57,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
 def main() -> int:
     request = json.loads(sys.stdin.read())
     _limit_resources(int(request["memory_bytes"]), int(request["cpu_seconds"]))
-    _inject_fault(str(request.get("fault", "")))
+    _inject_fault(str(request.get("fault", "")), str(request["op"]))
     try:
         answer = handle(request)
     except MemoryError:

@@ -1,0 +1,208 @@
+"""Runs one analysis: claim -> get the file -> sample frames (isolated worker) ->
+Triton -> aggregate -> record. Used inline by UploadVideo and by queue workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from server.analysis.queue import JobQueue
+from server.db.analyses import TERMINAL, AnalysisRepository
+from server.db.models import AnalysisRow
+from server.detection.aggregate import aggregate
+from server.detection.contract import ModelContract
+from server.errors import Internal, InvalidUpload, Reason, Unavailable, VidscanError
+from server.media.isolation import MediaInspector
+from server.storage.port import ObjectStore
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_CHUNK = 8 * 1024 * 1024
+
+
+class Detector(Protocol):
+    def contract(self, model: str) -> ModelContract: ...
+
+    async def infer(self, model: str, frames: np.ndarray) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class AnalysisRules:
+    frames: int
+    threshold: float
+    strategy: str
+    lease: timedelta
+    max_attempts: int
+    spool_dir: Path
+
+
+class Analyzer:
+    def __init__(
+        self,
+        *,
+        analyses: AnalysisRepository,
+        store: ObjectStore,
+        media: MediaInspector,
+        detector: Detector,
+        rules: AnalysisRules,
+    ) -> None:
+        self._analyses = analyses
+        self._store = store
+        self._media = media
+        self._detector = detector
+        self._rules = rules
+
+    async def run(self, analysis_id: str, *, local_path: Path | None = None) -> AnalysisRow | None:
+        """Runs the analysis if nobody else holds it; returns its row afterwards.
+
+        Undecodable videos end FAILED; transient trouble (Triton or storage down)
+        gives the analysis back as PENDING and raises Unavailable for the caller to
+        retry later."""
+        row = await self._analyses.claim(analysis_id, lease=self._rules.lease)
+        if row is None:
+            return await self._analyses.get(analysis_id)
+        started = time.perf_counter()
+        try:
+            result = await self._analyse(row, local_path)
+        except InvalidUpload as exc:
+            await self._analyses.fail(analysis_id, reason=exc.reason.value, message=exc.message)
+        except Unavailable as exc:
+            await self._analyses.release(analysis_id, reason=exc.reason.value, message=exc.message)
+            raise
+        except VidscanError as exc:
+            if row.attempts >= self._rules.max_attempts:
+                await self._analyses.fail(analysis_id, reason=exc.reason.value, message=exc.message)
+            else:
+                await self._analyses.release(
+                    analysis_id, reason=exc.reason.value, message=exc.message
+                )
+                raise Unavailable(exc.reason, exc.message) from exc
+        else:
+            duration_ms = (time.perf_counter() - started) * 1000
+            await self._analyses.complete(analysis_id, result=result, duration_ms=duration_ms)
+        return await self._analyses.get(analysis_id)
+
+    async def _analyse(self, row: AnalysisRow, local_path: Path | None) -> dict[str, Any]:
+        video = await self._analyses.video(row.video_id)
+        if video is None:
+            raise Internal(
+                Reason.DATABASE_ERROR, f"video {row.video_id} of the analysis is missing"
+            )
+        contract = self._detector.contract(row.model_name)
+        async with self._video_file(video.s3_key, local_path) as path:
+            out = Path(tempfile.mktemp(suffix=".npy", dir=self._rules.spool_dir))
+            try:
+                sampled = await self._media.run(
+                    {
+                        "op": "sample_frames",
+                        "path": str(path),
+                        "count": self._rules.frames,
+                        "duration": video.duration_seconds,
+                        "size": contract.size,
+                        "mean": list(contract.mean),
+                        "std": list(contract.std),
+                        "layout": contract.layout,
+                        "out": str(out),
+                        "min_frames": _minimum_frames(
+                            self._rules.frames, video.duration_seconds, video.fps
+                        ),
+                    }
+                )
+                frames = np.load(out)
+            finally:
+                out.unlink(missing_ok=True)
+        started = time.perf_counter()
+        scores = await self._detector.infer(row.model_name, frames)
+        inference_ms = (time.perf_counter() - started) * 1000
+        confidence = aggregate(scores, strategy=self._rules.strategy)
+        return {
+            "is_fake": confidence >= self._rules.threshold,
+            "confidence": round(confidence, 6),
+            "threshold": self._rules.threshold,
+            "model_name": contract.name,
+            "model_version": contract.version,
+            "reference_model": contract.reference_model,
+            "disclaimer": contract.disclaimer,
+            "frames_analyzed": len(scores),
+            "frame_scores": [round(s, 6) for s in scores],
+            "aggregation": self._rules.strategy,
+            "decode_ms": float(sampled["decode_ms"]),
+            "inference_ms": round(inference_ms, 1),
+        }
+
+    @contextlib.asynccontextmanager
+    async def _video_file(self, key: str, local_path: Path | None) -> AsyncIterator[Path]:
+        """The video as a local file: the upload's spool file when this process still
+        has it, else a download from object storage in bounded chunks."""
+        if local_path is not None and local_path.exists():
+            yield local_path
+            return
+        size = await self._store.object_size(key)
+        if size is None:
+            raise Internal(Reason.STORAGE_ERROR, f"stored video {key} is missing")
+        handle, name = tempfile.mkstemp(suffix=".download", dir=self._rules.spool_dir)
+        path = Path(name)
+        try:
+            with open(handle, "wb") as out:
+                for start in range(0, size, DOWNLOAD_CHUNK):
+                    out.write(
+                        await self._store.read_range(
+                            key, start=start, length=min(DOWNLOAD_CHUNK, size - start)
+                        )
+                    )
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _minimum_frames(requested: int, duration: float, fps: float) -> int:
+    """Below this many decodable frames a video counts as undecodable: a quarter of
+    what it could give (a clip shorter than the sample count gives fewer)."""
+    available = max(1, int(duration * fps)) if fps > 0 else requested
+    return max(1, min(requested, available) // 4)
+
+
+class AnalysisWorker:
+    """Consumes the job queue until cancelled. Several may run, in one process or many."""
+
+    def __init__(
+        self, *, queue: JobQueue, analyzer: Analyzer, analyses: AnalysisRepository, name: str
+    ) -> None:
+        self._queue = queue
+        self._analyzer = analyzer
+        self._analyses = analyses
+        self._name = name
+
+    async def run_forever(self, *, retry_delay_seconds: float = 5.0) -> None:
+        while True:
+            try:
+                job = await self._queue.receive(consumer=self._name, wait_seconds=2.0)
+                if job is None:
+                    continue
+                current = await self._analyses.get(job.analysis_id)
+                if current is None or current.status in TERMINAL:
+                    await self._queue.ack(job)
+                    continue
+                try:
+                    row = await self._analyzer.run(job.analysis_id)
+                except Unavailable as exc:
+                    log.warning("analysis %s postponed: %s", job.analysis_id, exc.message)
+                    await self._queue.retry_later(job, delay_seconds=retry_delay_seconds)
+                    continue
+                if row is not None and row.status in TERMINAL:
+                    await self._queue.ack(job)
+                else:  # held by another worker: look again later
+                    await self._queue.retry_later(job, delay_seconds=retry_delay_seconds)
+            except VidscanError:
+                log.exception("analysis worker %s: queue trouble; retrying", self._name)
+                await asyncio.sleep(retry_delay_seconds)

@@ -1,0 +1,1 @@
+"""Detection: the Triton client, the model contract and score aggregation."""
