@@ -25,6 +25,7 @@ from support.services import (
     start_postgres,
     start_redis,
 )
+from support.triton import TritonServer, start_triton
 from support.videos import SPECS, make_video
 
 from server.config import Settings
@@ -33,6 +34,7 @@ from server.main import App, build_app, token_authority
 from server.storage.s3 import S3ObjectStore
 
 BUCKET = "vidscan-test"
+MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 def _subdir(parent: Path, name: str) -> Path:
@@ -186,6 +188,21 @@ def videos(workdir: Path) -> dict[str, bytes]:
         name: make_video(out / f"{name}{spec.suffix}", spec=spec).read_bytes()
         for name, spec in SPECS.items()
     }
+
+
+@pytest.fixture(scope="session")
+def triton(workdir: Path) -> Iterator[TritonServer]:
+    """A real tritonserver (CPU, python backend) serving the reference models."""
+    server = start_triton(model_repository=MODELS, workdir=_subdir(workdir, "triton"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def detecting_server(start_server: StartServer, triton: TritonServer) -> Running:
+    return await start_server(triton_url=triton.grpc_url)
 
 
 @pytest.fixture(scope="session")

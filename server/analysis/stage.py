@@ -37,6 +37,7 @@ class AnalysisStage:
         analyzer: Analyzer | None,
         wait_budget_seconds: float,
     ) -> None:
+        """``wait_budget_seconds`` <= 0 leaves every analysis to the queue workers."""
         self._allowed = tuple(allowed_models)
         self._default = default_model
         self._queue = queue
@@ -64,7 +65,7 @@ class AnalysisStage:
         except VidscanError:
             # The row is PENDING in the database; the recovery sweep will queue it.
             log.exception("could not enqueue analysis %s", analysis_id)
-        if self._analyzer is None:
+        if self._analyzer is None or self._budget <= 0:
             await asyncio.to_thread(stored.spool_path.unlink, True)
             return await self._estimated(stored.analysis)
         task = asyncio.create_task(self._run_inline(analysis_id, stored.spool_path))

@@ -27,7 +27,7 @@ def _targets(duration: float, count: int) -> list[float]:
     if duration <= 0:
         return [0.0]
     step = duration / count
-    return [step * (i + 0.5) for i in range(count)]
+    return [step * i for i in range(count)]
 
 
 def _frame_time(frame: Any) -> float:
@@ -60,15 +60,17 @@ def sample(path: Path, *, count: int, duration: float) -> tuple[list[Any], list[
                     offset = int(target / float(stream.time_base)) if stream.time_base else 0
                     container.seek(offset, stream=stream, backward=True, any_frame=False)
                     decoder = _decoded(container, stream)
+                last = None
                 for frame in decoder:
                     position = _frame_time(frame)
+                    last = frame
                     if position + 1e-6 >= target:
-                        if not times or position > times[-1]:
-                            frames.append(frame)
-                            times.append(position)
                         break
                 else:
-                    decoder = None
+                    decoder = None  # ran out: take the final frame if it is new
+                if last is not None and (not times or _frame_time(last) > times[-1]):
+                    frames.append(last)
+                    times.append(_frame_time(last))
     except (av.error.FFmpegError, ValueError, IndexError) as exc:
         raise ProbeFailure("VIDEO_UNDECODABLE", f"frame sampling failed: {_why(exc)}") from exc
     return frames, times

@@ -83,3 +83,36 @@ def make_audio_only(path: Path, *, seconds: float = 1.0) -> Path:
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+def make_damaged_after_first_second(path: Path, *, seconds: int = 8, fps: int = 10) -> Path:
+    """A clip whose container and first GOP are intact (so it passes the upload
+    checks, which decode the first frame) but whose later packets are zeroed:
+    most sampled frames cannot be decoded."""
+    spec = SPECS["mp4"]
+    with av.open(str(path), mode="w", format=spec.container) as out:
+        stream = out.add_stream("h264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        stream.codec_context.gop_size = fps
+        stream.time_base = Fraction(1, fps)
+        xs = np.arange(160, dtype=np.uint16)
+        for index in range(seconds * fps):
+            row = ((xs + index * 4) % 256).astype(np.uint8)
+            image = np.broadcast_to(row, (120, 160))[..., None].repeat(3, axis=2)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    damaged = []
+    with av.open(str(path)) as container:
+        for packet in container.demux(container.streams.video[0]):
+            if packet.pts is not None and packet.pts * packet.time_base >= 1 and packet.size:
+                damaged.append((packet.pos, packet.size))
+    data = bytearray(path.read_bytes())
+    for position, size in damaged:
+        data[position : position + size] = bytes(size)
+    path.write_bytes(bytes(data))
+    return path
