@@ -35,14 +35,14 @@ models: venv ## build the reference ONNX models into models/
 gateway: proto ## build the grpc-gateway REST proxy (needs Go)
 	./scripts/build-gateway.sh
 
-run: proto ## run vidscan on the embedded default (SQLite, local files, in-memory sessions)
+run: proto ## run vidscan on the embedded default (SQLite, local files, in-memory sessions) with Triton and the gateway
 	./scripts/run.sh
 
-test: proto deps ## set up everything and run the whole test suite against real services
-	$(PY) -m pytest
+test: proto deps triton models gateway ## set up everything, then the whole suite against real services
+	./scripts/test.sh
 
-test-fast: proto ## run the suite without reinstalling anything
-	$(PY) -m pytest -x -q
+test-fast: proto ## run the suite without the set-up steps
+	./scripts/test.sh -x -q
 
 lint: proto ## ruff, mypy --strict, buf lint and buf breaking
 	$(VENV)/bin/ruff check server clients tests

@@ -6,7 +6,7 @@
 # Env:
 #   VIDSCAN_TOOLS          tool dir for Go-built binaries (default ~/.cache/vidscan/bin)
 #   VIDSCAN_MINIO_VERSION  module version for minio (default latest)
-#   VIDSCAN_INSTALL_MC=0   skip the MinIO client `mc` (debug aid; ~30s extra after minio)
+#   VIDSCAN_INSTALL_MC=1   also build the MinIO client `mc` (a debug aid; ~30 s more)
 #   VIDSCAN_PG_USER        user that runs postgres when tests run as root (default postgres)
 set -euo pipefail
 
@@ -56,6 +56,6 @@ if [[ $(id -u) -eq 0 ]] && ! id -u "$PG_USER" >/dev/null 2>&1; then
 fi
 
 go_install minio "github.com/minio/minio@$MINIO_VERSION"
-if [[ "${VIDSCAN_INSTALL_MC:-1}" == 1 ]]; then
+if [[ "${VIDSCAN_INSTALL_MC:-0}" == 1 ]]; then
   go_install mc "github.com/minio/mc@latest"
 fi
