@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	PYTHON=$(PY) ./scripts/proto.sh
+	# Once more now that gen/python/vidscan exists, so the editable install maps it.
+	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create .venv with runtime and dev dependencies

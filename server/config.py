@@ -68,7 +68,6 @@ class Settings(BaseSettings):
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
     default_upload_quota: int = DEFAULT_UPLOAD_QUOTA
     s3_parts_in_flight: Annotated[int, Field(ge=1, le=8)] = 2
-    sniff_window_bytes: int = 1 * MIB
 
     # Media limits (decode-bomb guards) and the isolated worker.
     max_video_pixels: int = 7680 * 4320

@@ -46,9 +46,9 @@ class Admission:
             if self._in_flight == 0:
                 self._idle.set()
 
-    async def wait_idle(self, timeout: float) -> bool:
+    async def wait_idle(self, grace_seconds: float) -> bool:
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(self._idle.wait(), grace_seconds)
         except TimeoutError:
             return False
         return True

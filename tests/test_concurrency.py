@@ -41,8 +41,8 @@ def start_stream(target: str, metadata: tuple[tuple[str, str], ...], requests: P
     return channel, stub.UploadVideo.future(iter(requests), metadata=metadata)
 
 
-async def wait_for(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_for(predicate, within: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + within
     while not await predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.1)

@@ -15,9 +15,9 @@ from support.process import settings_env
 from support.rpc import details
 from support.triton import TritonServer
 from support.videos import SPECS, make_damaged_after_first_second, make_video
+from vidscan.v1 import analysis_pb2, upload_pb2
 
 from server.config import Settings
-from vidscan.v1 import analysis_pb2, upload_pb2
 
 ANALYZED = analysis_pb2.ANALYSIS_STATUS_ANALYZED
 
@@ -29,9 +29,11 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return make_video(path, spec=SPECS["mp4"], seconds=4, fps=10).read_bytes()
 
 
-async def wait_for_status(client, analysis_id: str, status: int, timeout: float = 60) -> analysis_pb2.Analysis:  # type: ignore[no-untyped-def]
+async def wait_for_status(  # type: ignore[no-untyped-def]
+    client, analysis_id: str, status: int, within: float = 60
+) -> analysis_pb2.Analysis:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while True:
         analysis = await client.analysis(analysis_id)
         if analysis.status == status:
@@ -133,7 +135,7 @@ async def test_triton_down_then_back(
         )
     finally:
         await asyncio.to_thread(triton.restart)
-    analysis = await wait_for_status(client, result.analysis_id, ANALYZED, timeout=90)
+    analysis = await wait_for_status(client, result.analysis_id, ANALYZED, within=90)
     assert analysis.detection.frames_analyzed == 32
     assert analysis.attempts >= 2
 
@@ -176,7 +178,7 @@ async def test_worker_killed_mid_job_is_finished_by_another(
         update={**fast, "media_fault_injection": "hang:sample_frames", "media_timeout_seconds": 300}
     )
     log = (tmp_path / "worker.log").open("w")
-    stuck = subprocess.Popen(
+    stuck = subprocess.Popen(  # noqa: ASYNC220 - a real worker process, started once
         [sys.executable, "-m", "server.cli", "worker"],
         env=settings_env(stuck_settings),
         stdout=log,
@@ -200,16 +202,17 @@ async def test_worker_killed_mid_job_is_finished_by_another(
                 break
             await asyncio.sleep(0.1)
         else:
-            pytest.fail("the first worker never took the job: " + (tmp_path / "worker.log").read_text())
+            log_text = (tmp_path / "worker.log").read_text()
+            pytest.fail(f"the first worker never took the job: {log_text}")
         stuck.kill()
         stuck.wait(10)
-        healthy = subprocess.Popen(
+        healthy = subprocess.Popen(  # noqa: ASYNC220
             [sys.executable, "-m", "server.cli", "worker"],
             env=settings_env(real_settings.model_copy(update=fast)),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        analysis = await wait_for_status(client, result.analysis_id, ANALYZED, timeout=90)
+        analysis = await wait_for_status(client, result.analysis_id, ANALYZED, within=90)
         assert analysis.attempts == 2
     finally:
         for proc in (stuck, healthy):

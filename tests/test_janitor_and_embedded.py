@@ -11,6 +11,7 @@ import pytest
 from conftest import Database, StartServer
 from support.rpc import details
 from support.videos import SPECS
+from vidscan.v1 import upload_pb2
 
 from server.clock import system_clock
 from server.config import Settings
@@ -20,7 +21,6 @@ from server.db.repository import Repository
 from server.janitor import Janitor
 from server.storage.filesystem import FilesystemObjectStore
 from server.storage.s3 import S3ObjectStore
-from vidscan.v1 import upload_pb2
 
 
 async def test_janitor_aborts_orphaned_multiparts_and_releases_quota(
@@ -45,7 +45,10 @@ async def test_janitor_aborts_orphaned_multiparts_and_releases_quota(
             return datetime.now(UTC) + timedelta(hours=2)
 
         young = Janitor(
-            store=s3, repository=repo, spool_dir=tmp_path, max_age=timedelta(hours=3),
+            store=s3,
+            repository=repo,
+            spool_dir=tmp_path,
+            max_age=timedelta(hours=3),
             clock=later,
         )
         report = await young.sweep()
@@ -53,7 +56,10 @@ async def test_janitor_aborts_orphaned_multiparts_and_releases_quota(
         assert len(await s3.list_multipart(prefix=f"dashboard-uploads/{user}/")) == 1
 
         janitor = Janitor(
-            store=s3, repository=repo, spool_dir=tmp_path, max_age=timedelta(hours=1),
+            store=s3,
+            repository=repo,
+            spool_dir=tmp_path,
+            max_age=timedelta(hours=1),
             clock=later,
         )
         import os

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from vidscan.v1 import errors_pb2
 
 from server.auth import TokenAuthority
 from server.config import MIB, Settings, part_size_for
@@ -29,7 +30,6 @@ from server.sessions.memory import MemorySessionStore
 from server.sessions.port import SessionRecord, SessionState
 from server.upload.naming import display_filename, object_key
 from server.upload.validation import StreamValidator
-from vidscan.v1 import errors_pb2
 
 
 def box(kind: bytes, payload: bytes = b"") -> bytes:
@@ -248,7 +248,9 @@ def test_tokens_check_secret_issuer_and_audience() -> None:
         with pytest.raises(Unauthenticated):
             authority.user_id(bad)
     expired = TokenAuthority(
-        secret="s" * 32, issuer="vidscan", audience="dashboard",
+        secret="s" * 32,
+        issuer="vidscan",
+        audience="dashboard",
         clock=lambda: now - timedelta(days=2),
     ).mint("alice")
     with pytest.raises(Unauthenticated, match="expired"):
@@ -261,8 +263,12 @@ async def test_memory_session_lock_expires_and_state_transitions() -> None:
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
     store = MemorySessionStore(clock=lambda: now[0])
     record = SessionRecord(
-        session_id="s", user_id="u", state=SessionState.ACTIVE, created_at=now[0],
-        expires_at=now[0] + timedelta(hours=1), max_bytes=10,
+        session_id="s",
+        user_id="u",
+        state=SessionState.ACTIVE,
+        created_at=now[0],
+        expires_at=now[0] + timedelta(hours=1),
+        max_bytes=10,
     )
     await store.create(record)
     assert await store.acquire_lock("s", owner="a", ttl_seconds=30)

@@ -90,11 +90,13 @@ class RedisSessionStore:
             "committed_bytes": str(record.committed_bytes),
             "video_id": record.video_id,
         }
-        async with map_redis_errors("create session"):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(_key(record.session_id), mapping=dict(mapping.items()))
-                pipe.expireat(_key(record.session_id), record.expires_at + RETENTION)
-                await pipe.execute()
+        async with (
+            map_redis_errors("create session"),
+            self._redis.pipeline(transaction=True) as pipe,
+        ):
+            pipe.hset(_key(record.session_id), mapping=dict(mapping.items()))
+            pipe.expireat(_key(record.session_id), record.expires_at + RETENTION)
+            await pipe.execute()
 
     async def get(self, session_id: str) -> SessionRecord | None:
         async with map_redis_errors("read session"):
