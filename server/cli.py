@@ -54,10 +54,10 @@ async def _with_repository(settings: Settings, action: str, args: argparse.Names
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     command = args.command or "serve"
     if command == "serve":
         asyncio.run(serve(settings))

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
         env_prefix="VIDSCAN_", extra="ignore", frozen=True, populate_by_name=True
     )
 
+    log_level: str = "INFO"
+
     # Network
     grpc_listen: str = "127.0.0.1:50051"
     shutdown_grace_seconds: float = 30.0
@@ -68,6 +70,7 @@ class Settings(BaseSettings):
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
     default_upload_quota: int = DEFAULT_UPLOAD_QUOTA
     s3_parts_in_flight: Annotated[int, Field(ge=1, le=8)] = 2
+    stream_lock_seconds: Annotated[float, Field(gt=0)] = 30.0
 
     # Media limits (decode-bomb guards) and the isolated worker.
     max_video_pixels: int = 7680 * 4320

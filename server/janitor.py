@@ -16,6 +16,7 @@ from server.db.repository import Repository
 from server.errors import VidscanError
 from server.storage.port import ObjectStore
 from server.upload.naming import OBJECT_PREFIX
+from server.upload.progress import tail_key
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class Janitor:
         for pending in await self._store.list_multipart(prefix=OBJECT_PREFIX + "/"):
             if pending.initiated < cutoff:
                 await self._store.abort_multipart(pending.key, upload_id=pending.upload_id)
+                await self._store.delete_object(tail_key(pending.key))
                 aborted += 1
         released = 0
         for session_id in await self._repo.stale_reservations(older_than=cutoff):

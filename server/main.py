@@ -281,6 +281,7 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
             parts_in_flight=settings.s3_parts_in_flight,
             spool_dir=settings.data_dir / "spool",
             default_model=settings.default_model,
+            lock_seconds=settings.stream_lock_seconds,
         ),
         clock=clock,
     )

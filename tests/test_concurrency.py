@@ -4,13 +4,14 @@ and a client that goes away mid-stream."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from collections.abc import Iterator
 
 import grpc
 import pytest
 from conftest import Database, Running, StartServer
-from support.rpc import CHUNK, _messages, details, header
+from support.rpc import CHUNK, Client, details, header
 from vidscan.v1 import upload_pb2, upload_pb2_grpc
 
 from server.config import Settings
@@ -119,52 +120,96 @@ async def test_quota_race_exactly_n_succeed(
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-async def test_client_cancelling_mid_stream_leaves_nothing(
-    server: Running, big_video: bytes, s3: S3ObjectStore, db: Database
-) -> None:
-    user = f"cancel-{id(server)}"
-    client = server.client(user)
-    session = await client.new_session()
-    prefix = f"dashboard-uploads/{user}/"
-    paused = PausedStream(header(session.session_id), big_video, 12 * 1024 * 1024)
-    channel, call = start_stream(server.target, client.metadata, paused)
+async def drop_mid_stream(
+    running: Running, client: Client, session_id: str, data: bytes, s3: S3ObjectStore, user: str
+) -> int:
+    """Streams ~12 MiB of ``data``, then the client goes away. Returns the committed
+    offset the server recorded for the session."""
+    paused = PausedStream(header(session_id), data, 12 * 1024 * 1024)
+    channel, call = start_stream(running.target, client.metadata, paused)
     try:
         assert await asyncio.to_thread(paused.paused.wait, 20)
 
         async def multipart_started() -> bool:
-            return len(await s3.list_multipart(prefix=prefix)) == 1
+            return len(await s3.list_multipart(prefix=f"dashboard-uploads/{user}/")) == 1
 
         await wait_for(multipart_started)
-        reserved = await db.scalar(
-            "select count(*) from quota_reservations where user_id = :u", u=user
-        )
-        assert reserved == 1
         call.cancel()
     finally:
         paused.release.set()
         channel.close()
 
-    async def cleaned_up() -> bool:
-        return (
-            await s3.list_multipart(prefix=prefix) == []
-            and await db.scalar(
-                "select count(*) from quota_reservations where user_id = :u", u=user
-            )
-            == 0
-        )
+    async def suspended() -> bool:
+        status = await client.status(session_id)
+        return status.session.committed_bytes > 0
 
-    await wait_for(cleaned_up)
-    assert await s3.list_keys(prefix=prefix) == []
+    await wait_for(suspended)
+    # Wait for the lock to be released too: a new stream is accepted.
+    return int((await client.status(session_id)).session.committed_bytes)
+
+
+async def test_dropped_stream_is_suspended_and_resumed(
+    server: Running, big_video: bytes, s3: S3ObjectStore, db: Database
+) -> None:
+    user = f"resume-{id(server)}"
+    client = server.client(user)
+    session = await client.new_session()
+    committed = await drop_mid_stream(server, client, session.session_id, big_video, s3, user)
+    assert 8 * 1024 * 1024 <= committed <= 12 * 1024 * 1024
+    # Nothing is lost: the parts stay, the quota unit stays reserved, no row yet.
+    assert len(await s3.list_multipart(prefix=f"dashboard-uploads/{user}/")) == 1
     assert await db.scalar("select count(*) from videos where user_id = :u", u=user) == 0
+    assert (
+        await db.scalar("select count(*) from quota_reservations where user_id = :u", u=user) == 1
+    )
+    # A wrong offset names the right one.
+    with pytest.raises(grpc.RpcError) as caught:
+        await client.upload(big_video, session_id=session.session_id, write_offset=0)
+    info = details(caught.value)
+    assert (caught.value.code(), info.reason) == (grpc.StatusCode.OUT_OF_RANGE, "INVALID_OFFSET")
+    assert info.metadata["expected_offset"] == str(committed)
+    for _ in range(50):  # the refused stream's lock is released right after it
+        try:
+            result = await client.upload(
+                big_video[committed:], session_id=session.session_id, write_offset=committed
+            )
+            break
+        except grpc.RpcError as error:
+            assert details(error).reason == "SESSION_BUSY"
+            await asyncio.sleep(0.1)
+    assert result.file_hash == hashlib.sha256(big_video).hexdigest()
+    assert result.file_size == len(big_video)
+    assert await s3.read_range(result.s3_key, start=0, length=len(big_video)) == big_video
+    assert await s3.list_multipart(prefix=f"dashboard-uploads/{user}/") == []
+    assert await s3.list_keys(prefix=f"dashboard-uploads/{user}/") == [result.s3_key]
+    assert (
+        await db.scalar("select remaining from user_quotas where user_id = :u", u=user)
+        == server.settings.default_upload_quota - 1
+    )
+    assert (
+        await db.scalar("select count(*) from quota_reservations where user_id = :u", u=user) == 0
+    )
+
+
+async def test_cancelling_a_suspended_session_discards_it(
+    server: Running, big_video: bytes, s3: S3ObjectStore, db: Database
+) -> None:
+    user = f"cancel-suspended-{id(server)}"
+    client = server.client(user)
+    session = await client.new_session()
+    await drop_mid_stream(server, client, session.session_id, big_video, s3, user)
+    reply = await client.uploads.CancelUploadSession(
+        upload_pb2.CancelUploadSessionRequest(session_id=session.session_id),
+        metadata=client.metadata,
+    )
+    assert reply.cleanup_performed
+    assert await s3.list_multipart(prefix=f"dashboard-uploads/{user}/") == []
+    assert await s3.list_keys(prefix=f"dashboard-uploads/{user}/") == []
     assert (
         await db.scalar("select remaining from user_quotas where user_id = :u", u=user)
         == server.settings.default_upload_quota
     )
-    status = await client.status(session.session_id)
-    assert (status.status, status.session.committed_bytes) == ("active", 0)
-    # The session is usable again.
-    result = await client.upload(big_video, session_id=session.session_id)
-    assert result.file_size == len(big_video)
+    assert (await client.status(session.session_id)).status == "cancelled"
 
 
 async def test_cancel_session_stops_an_upload_in_flight(
@@ -192,5 +237,3 @@ async def test_cancel_session_stops_an_upload_in_flight(
     assert await s3.list_multipart(prefix=f"dashboard-uploads/{user}/") == []
     assert await db.scalar("select count(*) from videos where user_id = :u", u=user) == 0
 
-
-_ = _messages

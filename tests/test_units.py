@@ -106,10 +106,11 @@ def test_box_walker_detects_truncation() -> None:
 
 def test_stream_validator_limits_and_declarations() -> None:
     data = FTYP + box(b"moov", b"m" * 100)
-    ok = StreamValidator(max_bytes=1000, declared_size=len(data), declared_sha256="")
+    digest = hashlib.sha256(data).hexdigest()
+    ok = StreamValidator(max_bytes=1000, declared_size=len(data), declared_sha256=digest)
     for i in range(0, len(data), 7):
         ok.feed(data[i : i + 7])
-    assert ok.finish() == hashlib.sha256(data).hexdigest()
+    ok.finish(digest)
     assert ok.container is Container.MP4
 
     too_big = StreamValidator(max_bytes=100, declared_size=None, declared_sha256="")
@@ -127,14 +128,29 @@ def test_stream_validator_limits_and_declarations() -> None:
     wrong_hash = StreamValidator(max_bytes=1000, declared_size=None, declared_sha256="ab" * 32)
     wrong_hash.feed(data)
     with pytest.raises(InvalidUpload) as caught:
-        wrong_hash.finish()
+        wrong_hash.finish(digest)
     assert caught.value.reason is Reason.HASH_MISMATCH
-    assert caught.value.metadata["actual_sha256"] == hashlib.sha256(data).hexdigest()
+    assert caught.value.metadata["actual_sha256"] == digest
 
     empty = StreamValidator(max_bytes=1000, declared_size=None, declared_sha256="")
     with pytest.raises(InvalidUpload) as caught:
-        empty.finish()
+        empty.finish(hashlib.sha256(b"").hexdigest())
     assert caught.value.reason is Reason.EMPTY_UPLOAD
+
+
+def test_resumable_sha256_state_round_trips() -> None:
+    from server.upload.resumable_hash import ResumableSha256, self_check
+
+    self_check()
+    data = bytes(range(256)) * 1000
+    first = ResumableSha256()
+    first.update(data[:1000])
+    saved = first.state()
+    assert len(saved) == 112
+    resumed = ResumableSha256(saved)
+    resumed.update(data[1000:])
+    assert resumed.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert first.hexdigest() == hashlib.sha256(data[:1000]).hexdigest()  # still usable
 
 
 def test_object_keys_come_from_server_ids_only() -> None:

@@ -59,6 +59,8 @@ class AnalysisStage:
         return requested
 
     async def after_upload(self, stored: StoredUpload) -> AnalysisRow:
+        if stored.deduplicated or stored.spool_path is None:
+            return stored.analysis  # the existing video's analysis, run or running
         analysis_id = stored.analysis.id
         try:
             await self._queue.enqueue(analysis_id)

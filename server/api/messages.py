@@ -63,6 +63,7 @@ def upload_session(record: SessionRecord, now: datetime) -> upload_pb2.UploadSes
         max_bytes=record.max_bytes,
         committed_bytes=record.committed_bytes,
         allowed_formats=list(ALLOWED_FORMATS),
+        video_id=record.video_id if record.state is SessionState.COMPLETED else "",
     )
 
 
@@ -124,7 +125,12 @@ def analysis(row: AnalysisRow) -> analysis_pb2.Analysis:
 
 
 def upload_result(
-    *, video_row: VideoRow, analysis_row: AnalysisRow, uri: str, processing_time: float | None
+    *,
+    video_row: VideoRow,
+    analysis_row: AnalysisRow,
+    uri: str,
+    processing_time: float | None,
+    deduplicated: bool = False,
 ) -> upload_pb2.UploadResult:
     found = detection(analysis_row.result)
     analyzed = analysis_row.status == "analyzed" and found is not None
@@ -151,11 +157,12 @@ def upload_result(
         created_at=timestamp(video_row.created_at),
         uploaded_at=timestamp(video_row.uploaded_at),
         metadata=struct(video_row.client_metadata),
+        deduplicated=deduplicated,
     )
     if found is not None and analyzed:
         result.detection_result.CopyFrom(found)
         result.confidence_score = found.confidence
         result.is_fake = found.is_fake
-        if processing_time is not None:
+        if processing_time is not None and not deduplicated:
             result.processing_time = processing_time
     return result

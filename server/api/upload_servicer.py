@@ -113,9 +113,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         record = await self._owned(request.session_id, user_id)
         if record.state is SessionState.COMPLETED:
             raise session_not_found(request.session_id)
-        changed = await self._sessions.transition(
-            record.session_id, expected=SessionState.ACTIVE, new=SessionState.CANCELLED
-        )
+        changed = await self._pipeline.cancel(record)
         return upload_pb2.CancelUploadSessionResponse(
             session_id=record.session_id, cleanup_performed=changed
         )
@@ -141,6 +139,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
                     analysis_row=analysis_row,
                     uri=stored.object_uri,
                     processing_time=round(time.monotonic() - last_byte, 3),
+                    deduplicated=stored.deduplicated,
                 )
             )
 

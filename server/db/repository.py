@@ -40,6 +40,13 @@ class Repository:
     async def reserve_quota(self, *, user_id: str, session_id: str) -> None:
         """Takes one upload unit from the user, or raises QuotaExceeded."""
         async with map_db_errors("reserve quota"), self._engine.begin() as conn:
+            held = await conn.scalar(
+                select(QuotaReservationRow.session_id).where(
+                    QuotaReservationRow.session_id == session_id
+                )
+            )
+            if held is not None:  # a resumed upload keeps the unit its session holds
+                return
             await self._ensure_quota_row(conn, user_id)
             result = await conn.execute(
                 update(UserQuotaRow)
@@ -97,6 +104,30 @@ class Repository:
         async with map_db_errors("read video"), self._sessions() as session:
             return await session.scalar(
                 select(VideoRow).where(VideoRow.id == video_id, VideoRow.user_id == user_id)
+            )
+
+    async def find_video(self, *, user_id: str, file_hash: str, size: int) -> VideoRow | None:
+        """This user's stored video with these bytes, if any. Never across users:
+        that would tell one user what another uploaded."""
+        async with map_db_errors("find duplicate"), self._sessions() as session:
+            return await session.scalar(
+                select(VideoRow)
+                .where(
+                    VideoRow.user_id == user_id,
+                    VideoRow.file_hash == file_hash,
+                    VideoRow.file_size == size,
+                )
+                .order_by(VideoRow.created_at)
+                .limit(1)
+            )
+
+    async def latest_analysis(self, *, video_id: str) -> AnalysisRow | None:
+        async with map_db_errors("read analysis"), self._sessions() as session:
+            return await session.scalar(
+                select(AnalysisRow)
+                .where(AnalysisRow.video_id == video_id)
+                .order_by(AnalysisRow.created_at.desc())
+                .limit(1)
             )
 
     async def latest_analysis_id(self, *, video_id: str) -> str:

@@ -44,10 +44,14 @@ class MemorySessionStore:
         self._records[session_id] = record.with_state(new, video_id=video_id)
         return True
 
-    async def set_committed(self, session_id: str, committed_bytes: int) -> None:
+    async def save_progress(self, session_id: str, *, committed_bytes: int, progress: str) -> bool:
         record = self._records.get(session_id)
-        if record is not None:
-            self._records[session_id] = replace(record, committed_bytes=committed_bytes)
+        if record is None or committed_bytes < record.committed_bytes:
+            return False
+        self._records[session_id] = replace(
+            record, committed_bytes=committed_bytes, progress=progress
+        )
+        return True
 
     async def acquire_lock(self, session_id: str, *, owner: str, ttl_seconds: float) -> bool:
         current = self._locks.get(session_id)

@@ -32,6 +32,8 @@ class SessionRecord:
     max_bytes: int
     committed_bytes: int = 0
     video_id: str = ""
+    # Opaque to the store: the upload pipeline's saved progress (JSON), "" if none.
+    progress: str = ""
 
     def effective_state(self, now: datetime) -> SessionState:
         """The stored state, with an ACTIVE session past its expiry read as EXPIRED."""
@@ -60,7 +62,10 @@ class SessionStore(Protocol):
         in ``expected`` (or is gone)."""
         ...
 
-    async def set_committed(self, session_id: str, committed_bytes: int) -> None: ...
+    async def save_progress(self, session_id: str, *, committed_bytes: int, progress: str) -> bool:
+        """Records what is durably stored. Committed counts never go down: a save
+        with fewer bytes than already committed is refused (False)."""
+        ...
 
     async def acquire_lock(self, session_id: str, *, owner: str, ttl_seconds: float) -> bool:
         """Takes the one-stream-per-session lock; it expires by itself after ``ttl``

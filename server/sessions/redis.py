@@ -29,9 +29,11 @@ if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'video_id', ARGV[3]) end
 return 1
 """
 
-_SET_COMMITTED = """
+_SAVE_PROGRESS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'committed_bytes', ARGV[1])
+local current = tonumber(redis.call('HGET', KEYS[1], 'committed_bytes') or '0')
+if tonumber(ARGV[1]) < current then return 0 end
+redis.call('HSET', KEYS[1], 'committed_bytes', ARGV[1], 'progress', ARGV[2])
 return 1
 """
 
@@ -113,6 +115,7 @@ class RedisSessionStore:
             max_bytes=int(data["max_bytes"]),
             committed_bytes=int(data.get("committed_bytes", "0")),
             video_id=data.get("video_id", ""),
+            progress=data.get("progress", ""),
         )
 
     async def transition(
@@ -129,9 +132,12 @@ class RedisSessionStore:
             )
         return bool(done)
 
-    async def set_committed(self, session_id: str, committed_bytes: int) -> None:
-        async with map_redis_errors("update session"):
-            await self._redis.eval(_SET_COMMITTED, 1, _key(session_id), str(committed_bytes))
+    async def save_progress(self, session_id: str, *, committed_bytes: int, progress: str) -> bool:
+        async with map_redis_errors("save upload progress"):
+            done = await self._redis.eval(
+                _SAVE_PROGRESS, 1, _key(session_id), str(committed_bytes), progress
+            )
+        return bool(done)
 
     async def acquire_lock(self, session_id: str, *, owner: str, ttl_seconds: float) -> bool:
         async with map_redis_errors("lock session"):

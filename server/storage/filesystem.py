@@ -120,6 +120,17 @@ class FilesystemObjectStore:
 
         return await asyncio.to_thread(scan)
 
+    async def put_object(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+
+        def write() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + f".{uuid.uuid4().hex}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+
+        await asyncio.to_thread(write)
+
     async def delete_object(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, True)
 

@@ -54,6 +54,10 @@ class ObjectStore(Protocol):
 
     async def list_multipart(self, *, prefix: str) -> list[PendingMultipart]: ...
 
+    async def put_object(self, key: str, data: bytes) -> None:
+        """Stores a small object in one request (the tail of an interrupted upload)."""
+        ...
+
     async def delete_object(self, key: str) -> None:
         """Deletes an object; succeeds if it is already gone."""
         ...

@@ -20,6 +20,7 @@ from server.storage.port import PendingMultipart, UploadedPart
 
 _S3_CALLS = [
     "head_bucket",
+    "put_object",
     "create_bucket",
     "create_multipart_upload",
     "upload_part",
@@ -184,6 +185,10 @@ class S3ObjectStore:
                         )
                     )
         return found
+
+    async def put_object(self, key: str, data: bytes) -> None:
+        with map_botocore_errors("put_object"):
+            await self._client.put_object(Bucket=self._bucket, Key=key, Body=data)
 
     async def delete_object(self, key: str) -> None:
         with map_botocore_errors("delete_object"):

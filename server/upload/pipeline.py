@@ -1,15 +1,21 @@
-"""The UploadVideo use case, start to end, and its cleanup.
+"""The UploadVideo use case, start to end: resumable, deduplicated, and clean on failure.
 
 Order of work for one stream:
-  session check -> stream lock -> offset check -> quota reservation ->
-  for each chunk: limits + SHA-256 + sniff (StreamValidator), spool, S3 part,
+  session check -> stream lock -> offset == committed -> duplicate of a declared hash?
+  -> quota reservation (once per session) ->
+  for each chunk: limits + sniff + MP4 box walk (StreamValidator), spool,
+                  S3 part + SHA-256 (PartWriter; progress saved after every part),
                   early PyAV header probe once the header is in ->
-  end: declared size/hash, full PyAV validation, last part, complete multipart ->
-  one DB transaction (video + analysis rows, quota spent) -> session COMPLETED.
+  end: declared size/hash, duplicate of the final hash?, full PyAV validation,
+       complete multipart -> one DB transaction (video + analysis rows, quota
+       spent) -> session COMPLETED.
 
-Any failure (or client cancellation) on the way runs ``_cleanup``: abort the
-multipart upload or delete the object, give the quota unit back, release the
-session. No row is written before the final transaction, so none can be left half.
+A stream that stops without finishing (client gone, no finish_write, a backing
+service down) is *suspended*: parts in flight are awaited, the tail is kept, and
+the next stream continues at the committed offset, on any replica. A refused file
+or a cancelled session is *discarded*: the multipart upload is aborted, objects
+deleted, the quota unit given back. No row is written before the final
+transaction, so none can be left half.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,14 +46,15 @@ from server.media.isolation import MediaInspector
 from server.media.sniff import Container
 from server.sessions.port import SessionRecord, SessionState, SessionStore
 from server.storage.port import ObjectStore
-from server.upload.naming import display_filename, object_key
-from server.upload.parts import PartUploader
+from server.upload.naming import object_key
+from server.upload.progress import UploadProgress, tail_key
+from server.upload.rows import pending_analysis, video_row
 from server.upload.spool import SpoolFile
 from server.upload.validation import StreamValidator
+from server.upload.writer import PartWriter
 
 log = logging.getLogger(__name__)
 
-LOCK_TTL_SECONDS = 30.0
 # How often a running stream looks for CancelUploadSession on its session.
 WATCH_INTERVAL_SECONDS = 1.0
 # For containers whose header sits at the front (MKV, WebM, AVI) the early probe
@@ -62,6 +69,9 @@ class UploadRules:
     parts_in_flight: int
     spool_dir: Path
     default_model: str
+    # The stream lock expires this long after its holder stops refreshing it (a
+    # process that died), so another stream may take the session over.
+    lock_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,8 @@ class StoredUpload:
     video: VideoRow
     analysis: AnalysisRow
     object_uri: str
-    spool_path: Path
+    spool_path: Path | None
+    deduplicated: bool = False
 
 
 def session_not_found(session_id: str) -> NotFound:
@@ -103,17 +114,28 @@ class _Watch:
     cancelled: bool = False
 
 
-@dataclass
-class _Progress:
-    """What one stream has created so far, for cleanup."""
+async def _finish_even_if_cancelled(work: Coroutine[Any, Any, Cleanup]) -> Cleanup:
+    """Runs cleanup to the end even when the handler is cancelled again meanwhile:
+    the stream lock must not be released before the session's state is settled."""
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
+    return task.result()
 
-    quota_reserved: bool = False
-    parts: PartUploader | None = None
-    completed_key: str = ""
-    recorded: bool = False
-    record_attempted: bool = False
-    spool: SpoolFile | None = None
+
+@dataclass
+class _Stream:
+    """What one stream has set in motion, for finishing, suspending or discarding."""
+
+    validator: StreamValidator
+    writer: PartWriter
+    spool: SpoolFile
+    spool_complete: bool  # False after a resume: the first bytes are on another host
     probe: asyncio.Task[dict[str, Any]] | None = None
+    completed_key: str = ""
+    record_attempted: bool = False
+    recorded: bool = False
 
 
 class UploadPipeline:
@@ -145,9 +167,18 @@ class UploadPipeline:
             or session.effective_state(now) is not SessionState.ACTIVE
         ):
             raise session_not_found(request.session_id)
+        async with self._locked(session) as watch:
+            # Re-read under the lock: a stream that just ended may have saved progress.
+            current = await self._sessions.get(session.session_id)
+            if current is None or current.effective_state(now) is not SessionState.ACTIVE:
+                raise session_not_found(request.session_id)
+            return await self._run_locked(request, current, chunks, watch)
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, session: SessionRecord) -> AsyncIterator[_Watch]:
         owner = self._new_id()
         if not await self._sessions.acquire_lock(
-            session.session_id, owner=owner, ttl_seconds=LOCK_TTL_SECONDS
+            session.session_id, owner=owner, ttl_seconds=self._rules.lock_seconds
         ):
             raise SessionBusy(
                 Reason.SESSION_BUSY,
@@ -157,7 +188,7 @@ class UploadPipeline:
         watch = _Watch(task=asyncio.current_task())
         keeper = asyncio.create_task(self._keep_lock(session.session_id, owner, watch))
         try:
-            return await self._run_locked(request, session, chunks, watch)
+            yield watch
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -173,9 +204,9 @@ class UploadPipeline:
             await asyncio.sleep(WATCH_INTERVAL_SECONDS)
             with contextlib.suppress(VidscanError):
                 now = asyncio.get_running_loop().time()
-                if now - last_refresh >= LOCK_TTL_SECONDS / 3:
+                if now - last_refresh >= self._rules.lock_seconds / 3:
                     await self._sessions.refresh_lock(
-                        session_id, owner=owner, ttl_seconds=LOCK_TTL_SECONDS
+                        session_id, owner=owner, ttl_seconds=self._rules.lock_seconds
                     )
                     last_refresh = now
                 record = await self._sessions.get(session_id)
@@ -192,25 +223,39 @@ class UploadPipeline:
         chunks: AsyncIterator[bytes],
         watch: _Watch,
     ) -> StoredUpload:
-        if request.write_offset != session.committed_bytes:
+        progress = UploadProgress.from_json(session.progress)
+        committed = progress.committed if progress else 0
+        if request.write_offset != committed:
             raise OffsetMismatch(
                 Reason.INVALID_OFFSET,
                 f"write_offset {request.write_offset} does not match the committed "
-                f"offset {session.committed_bytes}",
-                metadata={"expected_offset": str(session.committed_bytes)},
+                f"offset {committed}",
+                metadata={"expected_offset": str(committed)},
             )
-        validator = StreamValidator(
-            max_bytes=min(self._rules.max_bytes, session.max_bytes),
-            declared_size=request.declared_size,
-            declared_sha256=request.declared_sha256,
-        )
-        progress = _Progress()
+        if request.declared_sha256 and request.declared_size is not None:
+            existing = await self._repo.find_video(
+                user_id=request.user_id,
+                file_hash=request.declared_sha256,
+                size=request.declared_size,
+            )
+            if existing is not None:  # ByteStream-style early return: no bytes needed
+                await self._discard_saved(session, progress)
+                return await self._deduplicated(session, existing)
+        max_bytes = min(self._rules.max_bytes, session.max_bytes)
+        if request.declared_size is not None and request.declared_size > max_bytes:
+            raise InvalidUpload(
+                Reason.FILE_TOO_LARGE,
+                f"declared_size exceeds the limit of {max_bytes} bytes",
+                metadata={"max_bytes": str(max_bytes)},
+            )
+        await self._repo.reserve_quota(user_id=request.user_id, session_id=session.session_id)
+        stream = await self._open_stream(request, session, progress)
         try:
-            await self._repo.reserve_quota(user_id=request.user_id, session_id=session.session_id)
-            progress.quota_reserved = True
-            return await self._receive_and_store(request, session, chunks, validator, progress)
+            return await self._receive(request, session, chunks, stream)
         except BaseException as exc:
-            cleanup = await asyncio.shield(self._cleanup(session, progress, exc))
+            cleanup = await _finish_even_if_cancelled(
+                self._after_failure(session, stream, exc, watch)
+            )
             if isinstance(exc, asyncio.CancelledError) and watch.cancelled:
                 if watch.task is not None:
                     watch.task.uncancel()
@@ -225,178 +270,303 @@ class UploadPipeline:
                 exc.cleanup = cleanup
             raise
         finally:
-            if progress.spool is not None and not progress.recorded:
-                progress.spool.remove()
+            if not stream.recorded:
+                stream.spool.remove()
 
-    async def _receive_and_store(
+    async def _open_stream(
+        self, request: UploadInput, session: SessionRecord, progress: UploadProgress | None
+    ) -> _Stream:
+        max_bytes = min(self._rules.max_bytes, session.max_bytes)
+
+        async def save(update: UploadProgress) -> None:
+            saved = await self._sessions.save_progress(
+                session.session_id, committed_bytes=update.committed, progress=update.to_json()
+            )
+            log.debug(
+                "session %s committed %d bytes (%s)", session.session_id, update.committed, saved
+            )
+
+        if progress is None:
+            validator = StreamValidator(
+                max_bytes=max_bytes,
+                declared_size=request.declared_size,
+                declared_sha256=request.declared_sha256,
+            )
+
+            async def start() -> tuple[str, str, str]:
+                container = validator.container
+                if container is None:
+                    raise LookupError("the container is not sniffed yet")
+                key = object_key(
+                    user_id=request.user_id, video_id=writer.video_id, extension=container
+                )
+                upload_id = await self._store.create_multipart(
+                    key, content_type=container.content_type
+                )
+                return key, upload_id, container.value
+
+            writer = PartWriter(
+                store=self._store,
+                part_size=self._rules.part_size,
+                window=self._rules.parts_in_flight,
+                video_id=self._new_id(),
+                start=start,
+                on_progress=save,
+            )
+            spool = SpoolFile(directory=self._rules.spool_dir)
+            return _Stream(validator=validator, writer=writer, spool=spool, spool_complete=True)
+
+        tail = b""
+        if progress.tail_size:
+            tail = await self._store.read_range(
+                progress.tail_key, start=0, length=progress.tail_size
+            )
+
+        spool = SpoolFile(directory=self._rules.spool_dir)
+
+        async def never() -> tuple[str, str, str]:
+            raise AssertionError("a resumed upload already has its multipart upload")
+
+        return _Stream(
+            validator=StreamValidator.resumed(
+                max_bytes=max_bytes,
+                declared_size=request.declared_size,
+                declared_sha256=request.declared_sha256,
+                received=progress.committed,
+                container=Container(progress.container),
+            ),
+            writer=PartWriter(
+                store=self._store,
+                part_size=self._rules.part_size,
+                window=self._rules.parts_in_flight,
+                video_id=progress.video_id,
+                start=never,
+                on_progress=save,
+                resume=progress,
+                tail=tail,
+            ),
+            spool=spool,
+            spool_complete=False,
+        )
+
+    async def _receive(
         self,
         request: UploadInput,
         session: SessionRecord,
         chunks: AsyncIterator[bytes],
-        validator: StreamValidator,
-        progress: _Progress,
+        stream: _Stream,
     ) -> StoredUpload:
-        video_id = self._new_id()
-
-        async def start_multipart() -> tuple[str, str]:
-            container = validator.container
-            assert container is not None, "parts are cut only after sniffing"
-            key = object_key(user_id=request.user_id, video_id=video_id, extension=container)
-            upload_id = await self._store.create_multipart(key, content_type=container.content_type)
-            return key, upload_id
-
-        spool = progress.spool = SpoolFile(directory=self._rules.spool_dir)
-        parts = progress.parts = PartUploader(
-            store=self._store,
-            part_size=self._rules.part_size,
-            window=self._rules.parts_in_flight,
-            start=start_multipart,
-        )
+        validator, writer, spool = stream.validator, stream.writer, stream.spool
         async for chunk in chunks:
             validator.feed(chunk)
             spool.write(chunk)
-            await parts.add(chunk)
-            self._maybe_probe_early(validator, spool, progress)
-        file_hash = validator.finish()
+            await writer.add(chunk)
+            if stream.spool_complete:
+                self._maybe_probe_early(stream)
+        file_hash = writer.digest()
+        validator.finish(file_hash)
         spool.close()
-        if progress.probe is not None:
-            await progress.probe
-        info = await self._media.validate(spool.path)
-        uploaded = await parts.flush()
-        await self._store.complete_multipart(parts.key, upload_id=parts.upload_id, parts=uploaded)
-        progress.completed_key = parts.key
+        if stream.probe is not None:
+            await stream.probe
+        existing = await self._repo.find_video(
+            user_id=request.user_id, file_hash=file_hash, size=validator.received
+        )
+        if existing is not None:  # the same bytes again: keep the first copy only
+            await self._discard(session, stream, cancel_session=False)
+            return await self._deduplicated(session, existing)
+        if stream.spool_complete:
+            info = await self._media.validate(spool.path)
+            await self._complete(stream)
+        else:  # resumed here: validate the assembled object, deleted if refused
+            await self._complete(stream)
+            await self._download(writer.key, spool)
+            info = await self._media.validate(spool.path)
         container = validator.container
         assert container is not None
-        stored = self._rows(
-            request=request,
-            video_id=video_id,
-            key=parts.key,
+        now = self._clock()
+        video = video_row(
+            video_id=writer.video_id,
+            user_id=request.user_id,
+            session_id=session.session_id,
+            filename=request.filename,
+            content_type=request.content_type,
+            metadata=request.metadata,
             container=container,
             size=validator.received,
             file_hash=file_hash,
             info=info,
+            bucket=self._store.bucket,
+            key=writer.key,
+            now=now,
         )
-        progress.record_attempted = True
-        await self._repo.record_upload(video=stored.video, analysis=stored.analysis)
-        progress.recorded = True
-        await self._sessions.set_committed(session.session_id, validator.received)
+        analysis = pending_analysis(
+            analysis_id=self._new_id(),
+            video_id=video.id,
+            user_id=request.user_id,
+            model=request.model or self._rules.default_model,
+            now=now,
+        )
+        stream.record_attempted = True
+        await self._repo.record_upload(video=video, analysis=analysis)
+        stream.recorded = True
+        await self._finish_session(session, video.id, validator.received)
+        with contextlib.suppress(VidscanError):
+            await self._store.delete_object(tail_key(writer.key))
+        return StoredUpload(
+            video=video,
+            analysis=analysis,
+            object_uri=self._store.object_uri(writer.key),
+            spool_path=spool.path,
+        )
+
+    async def _complete(self, stream: _Stream) -> None:
+        parts = await stream.writer.flush()
+        await self._store.complete_multipart(
+            stream.writer.key, upload_id=stream.writer.upload_id, parts=parts
+        )
+        stream.completed_key = stream.writer.key
+
+    async def _download(self, key: str, spool: SpoolFile) -> None:
+        """Brings the assembled object to the local spool, in bounded pieces."""
+        size = await self._store.object_size(key) or 0
+        spool.reopen()
+        step = self._rules.part_size
+        for start in range(0, size, step):
+            spool.write(
+                await self._store.read_range(key, start=start, length=min(step, size - start))
+            )
+        spool.close()
+
+    async def _finish_session(self, session: SessionRecord, video_id: str, size: int) -> None:
+        await self._sessions.save_progress(session.session_id, committed_bytes=size, progress="")
         await self._sessions.transition(
             session.session_id,
             expected=SessionState.ACTIVE,
             new=SessionState.COMPLETED,
             video_id=video_id,
         )
+
+    async def _deduplicated(self, session: SessionRecord, existing: VideoRow) -> StoredUpload:
+        """Answers with the user's existing copy: nothing stored, no quota spent."""
+        analysis = await self._repo.latest_analysis(video_id=existing.id)
+        assert analysis is not None, "every video has an analysis"
+        with contextlib.suppress(VidscanError):
+            await self._repo.release_quota(session_id=session.session_id)
+        await self._finish_session(session, existing.id, existing.file_size)
         return StoredUpload(
-            video=stored.video,
-            analysis=stored.analysis,
-            object_uri=self._store.object_uri(parts.key),
-            spool_path=spool.path,
+            video=existing,
+            analysis=analysis,
+            object_uri=self._store.object_uri(existing.s3_key),
+            spool_path=None,
+            deduplicated=True,
         )
 
-    def _maybe_probe_early(
-        self, validator: StreamValidator, spool: SpoolFile, progress: _Progress
-    ) -> None:
-        if progress.probe is None:
+    def _maybe_probe_early(self, stream: _Stream) -> None:
+        validator = stream.validator
+        if stream.probe is None:
             ready = validator.header_complete or (
                 validator.container in (Container.MKV, Container.WEBM, Container.AVI)
                 and validator.received >= EARLY_PROBE_BYTES
             )
             if ready:
-                progress.probe = asyncio.create_task(self._media.probe_header(spool.path))
-        elif progress.probe.done() and progress.probe.exception() is not None:
-            progress.probe.result()  # raises the refusal now, mid-stream
+                stream.probe = asyncio.create_task(self._media.probe_header(stream.spool.path))
+        elif stream.probe.done() and stream.probe.exception() is not None:
+            stream.probe.result()  # raises the refusal now, mid-stream
 
-    def _rows(
-        self,
-        *,
-        request: UploadInput,
-        video_id: str,
-        key: str,
-        container: Container,
-        size: int,
-        file_hash: str,
-        info: dict[str, Any],
-    ) -> StoredUpload:
-        now = self._clock()
-        video = VideoRow(
-            id=video_id,
-            user_id=request.user_id,
-            session_id=request.session_id,
-            filename=display_filename(request.filename, fallback=f"upload.{container}"),
-            file_size=size,
-            file_hash=file_hash,
-            format=container.value,
-            codec=str(info["codec"]),
-            duration_seconds=float(info["duration_seconds"]),
-            width=int(info["width"]),
-            height=int(info["height"]),
-            fps=float(info["fps"]),
-            bucket=self._store.bucket,
-            s3_key=key,
-            content_type=request.content_type or container.content_type,
-            status="stored",
-            client_metadata=request.metadata,
-            created_at=now,
-            uploaded_at=now,
-        )
-        analysis = AnalysisRow(
-            id=self._new_id(),
-            video_id=video_id,
-            user_id=request.user_id,
-            status="pending",
-            model_name=request.model or self._rules.default_model,
-            result=None,
-            failure_reason="",
-            failure_message="",
-            attempts=0,
-            estimated_seconds=0,
-            created_at=now,
-        )
-        return StoredUpload(video=video, analysis=analysis, object_uri="", spool_path=Path())
-
-    async def _cleanup(
-        self, session: SessionRecord, progress: _Progress, exc: BaseException
+    async def _after_failure(
+        self, session: SessionRecord, stream: _Stream, exc: BaseException, watch: _Watch
     ) -> Cleanup:
-        """Releases everything this stream created. Runs shielded from cancellation;
-        each step is attempted even if an earlier one fails."""
-        cleanup = Cleanup()
-        if progress.probe is not None and not progress.probe.done():
-            progress.probe.cancel()
-        if progress.probe is not None:
+        """Refused content, a cancelled session or a failure after the object was
+        assembled discard everything; any other interruption suspends the upload so
+        that the next stream resumes it. Runs shielded from cancellation."""
+        if stream.probe is not None:
+            stream.probe.cancel()
             with contextlib.suppress(BaseException):
-                await progress.probe
-        parts = progress.parts
+                await stream.probe
+        refused = isinstance(exc, InvalidUpload)
+        if refused or watch.cancelled or stream.completed_key:
+            return await self._discard(session, stream, cancel_session=True)
+        cleanup = Cleanup(session_cleanup=True)
         try:
-            if parts is not None:
-                await parts.discard()
-                if progress.completed_key and not progress.recorded:
-                    await self._store.delete_object(progress.completed_key)
-                    cleanup.s3_cleanup = True
-                elif parts.started and not progress.completed_key:
-                    await self._store.abort_multipart(parts.key, upload_id=parts.upload_id)
-                    cleanup.s3_cleanup = True
+            kept = await stream.writer.suspend()
+            log.info(
+                "upload on session %s suspended (%s) at %s bytes",
+                session.session_id,
+                type(exc).__name__,
+                kept.committed if kept else 0,
+            )
+        except VidscanError:
+            log.exception("could not save the tail of session %s", session.session_id)
+        return cleanup
+
+    async def _discard(
+        self, session: SessionRecord, stream: _Stream, *, cancel_session: bool
+    ) -> Cleanup:
+        cleanup = Cleanup()
+        writer = stream.writer
+        await writer.discard()
+        try:
+            if stream.completed_key and not stream.recorded:
+                await self._store.delete_object(stream.completed_key)
+                cleanup.s3_cleanup = True
+            elif writer.started and not stream.completed_key:
+                await self._store.abort_multipart(writer.key, upload_id=writer.upload_id)
+                cleanup.s3_cleanup = True
+            if writer.started:
+                await self._store.delete_object(tail_key(writer.key))
         except VidscanError:
             log.exception("could not clean up object storage; the janitor will retry")
-        if progress.quota_reserved and not progress.recorded:
+        if not stream.recorded:
             try:
                 cleanup.quota_released = await self._repo.release_quota(
                     session_id=session.session_id
                 )
             except VidscanError:
                 log.exception("could not release quota; the janitor will retry")
-        cleanup.database_cleanup = progress.record_attempted and not progress.recorded
-        try:
-            if isinstance(exc, InvalidUpload):
-                # The content was refused: this session is spent.
+        cleanup.database_cleanup = stream.record_attempted and not stream.recorded
+        if cancel_session:
+            try:
                 await self._sessions.transition(
-                    session.session_id,
-                    expected=SessionState.ACTIVE,
-                    new=SessionState.CANCELLED,
+                    session.session_id, expected=SessionState.ACTIVE, new=SessionState.CANCELLED
                 )
-            else:
-                # Cancelled or failed on our side: the client may try again.
-                await self._sessions.set_committed(session.session_id, 0)
-            cleanup.session_cleanup = True
-        except VidscanError:
-            log.exception("could not update session %s", session.session_id)
+                cleanup.session_cleanup = True
+            except VidscanError:
+                log.exception("could not update session %s", session.session_id)
         return cleanup
+
+    async def _discard_saved(
+        self, session: SessionRecord, progress: UploadProgress | None
+    ) -> Cleanup:
+        """Discards what earlier streams of a session stored (cancel, early dedup)."""
+        cleanup = Cleanup()
+        if progress is not None:
+            try:
+                await self._store.abort_multipart(progress.key, upload_id=progress.upload_id)
+                await self._store.delete_object(tail_key(progress.key))
+                cleanup.s3_cleanup = True
+            except VidscanError:
+                log.exception("could not clean up object storage; the janitor will retry")
+        try:
+            cleanup.quota_released = await self._repo.release_quota(session_id=session.session_id)
+        except VidscanError:
+            log.exception("could not release quota; the janitor will retry")
+        return cleanup
+
+    async def cancel(self, session: SessionRecord) -> bool:
+        """CancelUploadSession: marks the session cancelled; a stream in flight on it
+        notices and cleans up itself, otherwise what earlier streams stored is
+        discarded here. True if the session was active."""
+        changed = await self._sessions.transition(
+            session.session_id, expected=SessionState.ACTIVE, new=SessionState.CANCELLED
+        )
+        owner = self._new_id()
+        if await self._sessions.acquire_lock(
+            session.session_id, owner=owner, ttl_seconds=self._rules.lock_seconds
+        ):
+            try:
+                current = await self._sessions.get(session.session_id)
+                if current is not None and current.state is SessionState.CANCELLED:
+                    await self._discard_saved(current, UploadProgress.from_json(current.progress))
+            finally:
+                await self._sessions.release_lock(session.session_id, owner=owner)
+        return changed

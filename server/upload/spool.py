@@ -19,6 +19,11 @@ class SpoolFile:
     def write(self, data: bytes) -> None:
         self._file.write(data)
 
+    def reopen(self) -> None:
+        """Starts the file over (a resumed upload fetches the whole object)."""
+        self.close()
+        self._file = self.path.open("wb", buffering=0)
+
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()

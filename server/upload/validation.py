@@ -1,9 +1,8 @@
-"""Checks applied to every byte while it arrives: size limit, SHA-256, sniffing and
-the MP4 box structure. Pure logic, no I/O; the pipeline feeds it chunk by chunk."""
+"""Checks applied to every byte while it arrives: size limit, sniffing and the MP4
+box structure. Pure logic, no I/O; the pipeline feeds it chunk by chunk. (The SHA-256
+is computed by the PartWriter, in step with the parts it stores.)"""
 
 from __future__ import annotations
-
-import hashlib
 
 from server.errors import InvalidUpload, Reason
 from server.media.isobmff import BoxStructureError, TopLevelBoxWalker
@@ -25,7 +24,6 @@ class StreamValidator:
         self._max_bytes = max_bytes
         self._declared_size = declared_size
         self._declared_sha256 = declared_sha256
-        self._hash = hashlib.sha256()
         self._head = b""
         self._walker: TopLevelBoxWalker | None = None
         self.received = 0
@@ -38,7 +36,6 @@ class StreamValidator:
             raise _too_large(self._max_bytes)
         if self._declared_size is not None and self.received > self._declared_size:
             raise self._size_mismatch()
-        self._hash.update(chunk)
         if self.container is None:
             earlier = len(self._head)  # bytes of previous chunks already in the head
             self._head += chunk[: SNIFF_BYTES - earlier]
@@ -73,8 +70,27 @@ class StreamValidator:
         """True once an MP4/MOV `moov` box has fully arrived (PyAV can read streams)."""
         return self._walker is not None and self._walker.header_complete
 
-    def finish(self) -> str:
-        """Checks the end of the stream and returns the SHA-256 hex digest."""
+    @classmethod
+    def resumed(
+        cls,
+        *,
+        max_bytes: int,
+        declared_size: int | None,
+        declared_sha256: str,
+        received: int,
+        container: Container,
+    ) -> StreamValidator:
+        """A validator for a stream that continues at ``received``. The MP4 box walk
+        is not carried over; the full PyAV validation at the end still applies."""
+        validator = cls(
+            max_bytes=max_bytes, declared_size=declared_size, declared_sha256=declared_sha256
+        )
+        validator.received = received
+        validator.container = container
+        return validator
+
+    def finish(self, digest: str) -> None:
+        """Checks the end of the stream against the declarations, given the SHA-256."""
         if self.received == 0:
             raise InvalidUpload(Reason.EMPTY_UPLOAD, "the upload contained no bytes")
         if self.container is None:
@@ -88,14 +104,12 @@ class StreamValidator:
                 raise InvalidUpload(
                     Reason.CORRUPT_CONTAINER, f"the {self.container} file is truncated: {exc}"
                 ) from exc
-        digest = self._hash.hexdigest()
         if self._declared_sha256 and digest != self._declared_sha256:
             raise InvalidUpload(
                 Reason.HASH_MISMATCH,
                 "the SHA-256 of the received bytes does not match the declared one",
                 metadata={"declared_sha256": self._declared_sha256, "actual_sha256": digest},
             )
-        return digest
 
     def _size_mismatch(self) -> InvalidUpload:
         return InvalidUpload(

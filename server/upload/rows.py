@@ -1,0 +1,67 @@
+"""The rows an accepted upload writes: one video and its first (pending) analysis."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from server.db.models import AnalysisRow, VideoRow
+from server.media.sniff import Container
+from server.upload.naming import display_filename
+
+
+def video_row(
+    *,
+    video_id: str,
+    user_id: str,
+    session_id: str,
+    filename: str,
+    content_type: str,
+    metadata: dict[str, Any],
+    container: Container,
+    size: int,
+    file_hash: str,
+    info: dict[str, Any],
+    bucket: str,
+    key: str,
+    now: datetime,
+) -> VideoRow:
+    return VideoRow(
+        id=video_id,
+        user_id=user_id,
+        session_id=session_id,
+        filename=display_filename(filename, fallback=f"upload.{container}"),
+        file_size=size,
+        file_hash=file_hash,
+        format=container.value,
+        codec=str(info["codec"]),
+        duration_seconds=float(info["duration_seconds"]),
+        width=int(info["width"]),
+        height=int(info["height"]),
+        fps=float(info["fps"]),
+        bucket=bucket,
+        s3_key=key,
+        content_type=content_type or container.content_type,
+        status="stored",
+        client_metadata=metadata,
+        created_at=now,
+        uploaded_at=now,
+    )
+
+
+def pending_analysis(
+    *, analysis_id: str, video_id: str, user_id: str, model: str, now: datetime
+) -> AnalysisRow:
+    return AnalysisRow(
+        id=analysis_id,
+        video_id=video_id,
+        user_id=user_id,
+        status="pending",
+        model_name=model,
+        result=None,
+        failure_reason="",
+        failure_message="",
+        attempts=0,
+        estimated_seconds=0,
+        created_at=now,
+    )
