@@ -47,6 +47,7 @@ class PartWriter:
         self._on_progress = on_progress
         self.video_id = video_id
         self._sending: list[_Sending] = []
+        self._starting: asyncio.Future[tuple[str, str, str]] | None = None
         self._buffer = bytearray(tail)
         if resume is None:
             self._hasher = ResumableSha256()
@@ -70,20 +71,29 @@ class PartWriter:
     def parts(self) -> list[UploadedPart]:
         return list(self._parts)
 
+    # Cancellation (a client that goes away) can strike at any await below. The
+    # state must stay whole for suspend(): a part leaves the buffer only in the same
+    # step that starts its upload, and S3 calls are shielded so they finish anyway.
+
     async def add(self, data: bytes) -> None:
         while self._sending and self._sending[0].task.done():
             await self._settle_oldest()  # record progress as soon as S3 has a part
         self._buffer += data
         while len(self._buffer) >= self._part_size:
-            part = bytes(self._buffer[: self._part_size])
-            del self._buffer[: self._part_size]
-            await self._send(part)
+            await self._send_part(self._part_size)
 
-    async def _send(self, data: bytes) -> None:
+    async def _ensure_started(self) -> None:
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        self.key, self.upload_id, self.container = await asyncio.shield(self._starting)
+
+    async def _send_part(self, size: int) -> None:
         if not self.started:
-            self.key, self.upload_id, self.container = await self._start()
+            await self._ensure_started()
         while len(self._sending) >= self._window:
             await self._settle_oldest()
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
         self._hasher.update(data)
         number = self._next_number
         self._next_number += 1
@@ -94,7 +104,9 @@ class PartWriter:
 
     async def _settle_oldest(self) -> None:
         sending = self._sending[0]
-        part = await sending.task
+        part = await asyncio.shield(sending.task)
+        if not self._sending or self._sending[0] is not sending:
+            return  # settled meanwhile by the cleanup that interrupted us
         self._sending.pop(0)
         self._parts.append(part)
         await self._on_progress(self._progress(sending.hash_state))
@@ -120,8 +132,7 @@ class PartWriter:
     async def flush(self) -> list[UploadedPart]:
         """Sends the remainder as the last part and waits for every part."""
         if self._buffer or (not self._parts and not self._sending):
-            await self._send(bytes(self._buffer))
-            self._buffer.clear()
+            await self._send_part(len(self._buffer))
         while self._sending:
             await self._settle_oldest()
         return list(self._parts)
@@ -132,10 +143,10 @@ class PartWriter:
         while self._sending:
             await self._settle_oldest()
         if not self.started:
-            if not self._buffer:
+            if not self._buffer and self._starting is None:
                 return None
             try:  # less than a part so far: start the upload just to keep the tail
-                self.key, self.upload_id, self.container = await self._start()
+                await self._ensure_started()
             except LookupError:
                 return None  # the container is not known yet: nothing worth keeping
         state = self._hasher.state()
@@ -148,6 +159,9 @@ class PartWriter:
 
     async def discard(self) -> None:
         """Stops parts in flight; the caller aborts the multipart upload."""
+        if self._starting is not None and not self.started:
+            with contextlib.suppress(Exception):  # learn the upload id, to abort it
+                await self._ensure_started()
         for sending in self._sending:
             sending.task.cancel()
         for sending in self._sending:
