@@ -17,6 +17,8 @@ if [ ! -f "$prev/buf.yaml" ] || [ ! -d "$prev/protos" ]; then
   exit 0
 fi
 mkdir -p "$prev/.build" && cp -r .build/googleapis "$prev/.build/"
-"$BUF" build "$prev" -o "$prev/image.binpb"
-"$BUF" breaking --against "$prev/image.binpb"
+# Compare images of our module only (the googleapis module is not ours to check).
+(cd "$prev" && "$OLDPWD/$BUF" build --path protos/vidscan -o image.binpb)
+"$BUF" build --path protos/vidscan -o "$prev/current.binpb"
+"$BUF" breaking "$prev/current.binpb" --against "$prev/image.binpb"
 echo "buf breaking: no breaking changes against HEAD~1"
