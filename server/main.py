@@ -56,6 +56,8 @@ SERVICE_NAMES = (
 DETECTOR_HEALTH = "vidscan.detector"
 DETECTOR_RETRY_SECONDS = 5.0
 RECOVERY_INTERVAL_SECONDS = 30.0
+# How long shutdown waits for analysis workers to finish the job in hand.
+WORKER_STOP_SECONDS = 15.0
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -76,11 +78,17 @@ class Core:
     analyzer: Analyzer | None
     closers: list[Closer] = field(default_factory=list)
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    workers: list[asyncio.Task[None]] = field(default_factory=list)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def spawn(self, coro: Awaitable[None]) -> None:
         self.background.append(asyncio.ensure_future(coro))
 
     async def close(self) -> None:
+        self.stopping.set()  # workers finish the job in hand and leave
+        if self.workers:
+            _, late = await asyncio.wait(self.workers, timeout=WORKER_STOP_SECONDS)
+            self.background.extend(late)
         for task in self.background:
             task.cancel()
         for task in self.background:
@@ -242,7 +250,14 @@ def start_workers(core: Core, *, count: int) -> None:
             analyses=core.analyses,
             name=f"{host}-{id(core):x}-{index}",
         )
-        core.spawn(worker.run_forever(retry_delay_seconds=core.settings.analysis_retry_seconds))
+        core.workers.append(
+            asyncio.ensure_future(
+                worker.run_forever(
+                    stop=core.stopping,
+                    retry_delay_seconds=core.settings.analysis_retry_seconds,
+                )
+            )
+        )
     if isinstance(core.queue, MemoryQueue):
         core.spawn(_recover_unfinished(core))
 

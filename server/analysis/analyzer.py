@@ -68,6 +68,12 @@ class Analyzer:
         Undecodable videos end FAILED; transient trouble (Triton or storage down)
         gives the analysis back as PENDING and raises Unavailable for the caller to
         retry later."""
+        current = await self._analyses.get(analysis_id)
+        if current is None or current.status in TERMINAL:
+            return current
+        # Raises Unavailable while Triton's contracts are not loaded, before the claim,
+        # so that waiting for Triton does not use up the job's attempts.
+        self._detector.contract(current.model_name)
         row = await self._analyses.claim(analysis_id, lease=self._rules.lease)
         if row is None:
             return await self._analyses.get(analysis_id)
@@ -183,10 +189,12 @@ class AnalysisWorker:
         self._analyses = analyses
         self._name = name
 
-    async def run_forever(self, *, retry_delay_seconds: float = 5.0) -> None:
-        while True:
+    async def run_forever(self, *, stop: asyncio.Event, retry_delay_seconds: float = 5.0) -> None:
+        """Runs until ``stop`` is set; a job in hand is finished first. (Cancelling a
+        worker blocked in a queue read would drop that connection mid-command.)"""
+        while not stop.is_set():
             try:
-                job = await self._queue.receive(consumer=self._name, wait_seconds=2.0)
+                job = await self._queue.receive(consumer=self._name, wait_seconds=1.0)
                 if job is None:
                     continue
                 current = await self._analyses.get(job.analysis_id)
@@ -205,4 +213,5 @@ class AnalysisWorker:
                     await self._queue.retry_later(job, delay_seconds=retry_delay_seconds)
             except VidscanError:
                 log.exception("analysis worker %s: queue trouble; retrying", self._name)
-                await asyncio.sleep(retry_delay_seconds)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), retry_delay_seconds)
