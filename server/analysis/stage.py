@@ -24,6 +24,7 @@ from server.upload.pipeline import StoredUpload
 log = logging.getLogger(__name__)
 
 DEFAULT_ESTIMATE_SECONDS = 15
+POLL_SECONDS = 0.1
 
 
 class AnalysisStage:
@@ -70,6 +71,7 @@ class AnalysisStage:
         if self._analyzer is None or self._budget <= 0:
             await asyncio.to_thread(stored.spool_path.unlink, True)
             return await self._estimated(stored.analysis)
+        deadline = asyncio.get_running_loop().time() + self._budget
         task = asyncio.create_task(self._run_inline(analysis_id, stored.spool_path))
         self._inline.add(task)
         task.add_done_callback(self._inline.discard)
@@ -78,7 +80,16 @@ class AnalysisStage:
             row = task.result()
             if row is not None and row.status in TERMINAL:
                 return row
+        # A queue worker may have taken the job first: wait for it within the budget.
         row = await self._analyses.get(analysis_id)
+        while row is not None and row.status == "running":
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(POLL_SECONDS, remaining))
+            row = await self._analyses.get(analysis_id)
+        if row is not None and row.status in TERMINAL:
+            return row
         return await self._estimated(row or stored.analysis)
 
     async def _run_inline(self, analysis_id: str, spool: Path) -> AnalysisRow | None:
