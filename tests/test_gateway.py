@@ -2,8 +2,10 @@
 in-process server on PostgreSQL, Redis and MinIO.
 
 Every route, the documented error mapping and error body, header propagation, a
-300 MiB upload streamed through the gateway in bounded memory, and a client that
-drops the connection mid-upload leaving nothing behind on the server.
+300 MiB upload streamed through the gateway in bounded memory, and clients that stall
+or drop the connection mid-upload: the gateway cancels the gRPC stream, so no video is
+written and the session stays writable (the server either discards what it had or
+keeps it for a resume at `write_offset`; these tests accept both and finish the upload).
 """
 
 from __future__ import annotations
@@ -174,18 +176,23 @@ def assert_error(response: httpx.Response, status: int, error_code: str) -> dict
     assert isinstance(body["cleanup_performed"], bool)
     cleanup = body["cleanup_details"]
     assert set(cleanup) == CLEANUP_KEYS and all(isinstance(v, bool) for v in cleanup.values())
-    assert body["cleanup_performed"] == any(cleanup.values()) or body["cleanup_performed"]
+    if any(cleanup.values()):
+        assert body["cleanup_performed"] is True, body
     stamp = datetime.fromisoformat(body["timestamp"])
     assert stamp.tzinfo is not None
     assert abs(datetime.now(UTC) - stamp) < timedelta(minutes=5)
     return body
 
 
-async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until(predicate: Callable[[], Awaitable[bool]], within_s: float = 20.0) -> None:
+    deadline = time.monotonic() + within_s
     while not await predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.1)
+
+
+async def equals(actual: Awaitable[object], expected: object) -> bool:
+    return await actual == expected
 
 
 async def leftovers(user: str, s3: S3ObjectStore, db: Database) -> dict[str, Any]:
@@ -211,6 +218,104 @@ def nothing_left(running: Running) -> dict[str, Any]:
         "videos": 0,
         "reservations": 0,
         "remaining": running.settings.default_upload_quota,
+    }
+
+
+async def committed_bytes(
+    http: httpx.AsyncClient, headers: Mapping[str, str], session_id: str
+) -> int:
+    response = await http.get(f"/v1/dashboard/upload/{session_id}/status", headers=headers)
+    assert response.status_code == 200, response.text
+    return int(response.json()["session"]["committed_bytes"])
+
+
+async def session_released(
+    http: httpx.AsyncClient, headers: Mapping[str, str], session_id: str
+) -> bool:
+    """True once no stream holds the session any more. The probe is an upload at a
+    wrong write_offset: the server checks the offset under the session's stream lock
+    and before it reserves or stores anything, so it answers 400 INVALID_OFFSET when
+    the session is free and 409 SESSION_BUSY while a stream still holds it."""
+    probe = await http.post(
+        f"/v1/dashboard/upload/{session_id}",
+        content=form(b"", write_offset="1"),
+        headers={**headers, **MULTIPART},
+    )
+    if probe.status_code == 409:
+        assert_error(probe, 409, "SESSION_BUSY")
+        return False
+    assert_error(probe, 400, "INVALID_OFFSET")
+    return True
+
+
+async def assert_interrupted_cleanly(
+    running: Running,
+    http: httpx.AsyncClient,
+    headers: Mapping[str, str],
+    session_id: str,
+    user: str,
+    s3: S3ObjectStore,
+    db: Database,
+) -> None:
+    """After the gateway cut a stream off, once the server let go of the session: no
+    video, no quota unit spent, the session writable. What the server kept is either
+    nothing at all, or the progress of a resumable upload (committed_bytes > 0)."""
+    await wait_until(lambda: session_released(http, headers, session_id))
+    assert await session_status(http, headers, session_id) == "active"
+    held = await leftovers(user, s3, db)
+    assert held["videos"] == 0, held
+    assert held["remaining"] + held["reservations"] == running.settings.default_upload_quota
+    if await committed_bytes(http, headers, session_id) == 0:
+        assert (held["multipart"], held["objects"]) == (0, 0), held
+
+
+async def finish_upload(
+    http: httpx.AsyncClient,
+    headers: Mapping[str, str],
+    session_id: str,
+    data: bytes,
+    within_s: float = 30.0,
+) -> dict[str, Any]:
+    """Completes ``data`` on a session an earlier stream was cut off on: from the
+    committed offset (``write_offset``) when the server kept that stream's progress,
+    from 0 otherwise. Retries while the cut-off stream still holds the session (409)
+    or has just moved the committed offset (INVALID_OFFSET)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        offset = await committed_bytes(http, headers, session_id)
+        fields = {"write_offset": str(offset)} if offset else {}
+        response = await upload(http, headers, session_id, data[offset:], **fields)
+        retry = response.status_code == 409 or (
+            response.status_code == 400 and response.json()["error_code"] == "INVALID_OFFSET"
+        )
+        if not retry or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    assert result["file_size"] == len(data)
+    assert result["file_hash"] == hashlib.sha256(data).hexdigest()
+    return result
+
+
+async def assert_stored_once(
+    running: Running,
+    user: str,
+    result: Mapping[str, Any],
+    data: bytes,
+    s3: S3ObjectStore,
+    db: Database,
+) -> None:
+    """One whole object, one row, one quota unit spent, nothing else for ``user``."""
+    prefix = f"dashboard-uploads/{user}/"
+    assert await s3.list_keys(prefix=prefix) == [result["s3_key"]]
+    assert await s3.read_range(result["s3_key"], start=0, length=len(data)) == data
+    assert await leftovers(user, s3, db) == {
+        "multipart": 0,
+        "objects": 1,
+        "videos": 1,
+        "reservations": 0,
+        "remaining": running.settings.default_upload_quota - 1,
     }
 
 
@@ -253,8 +358,8 @@ class RawUpload:
             self.writer.write(data[offset : offset + MIB])
             await self.writer.drain()
 
-    async def response(self, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
-        async with asyncio.timeout(timeout):
+    async def response(self, within_s: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+        async with asyncio.timeout(within_s):
             head = await self.reader.readuntil(b"\r\n\r\n")
             status_line, *lines = head.decode("latin-1").split("\r\n")
             headers = {
@@ -379,9 +484,7 @@ async def test_every_route_session_upload_status_video_analysis_cancel(
 
     # Another user sees neither the video nor the session.
     stranger = auth(server, new_user("stranger"))
-    assert_error(
-        await http.get(f"/v1/videos/{video_id}", headers=stranger), 404, "VIDEO_NOT_FOUND"
-    )
+    assert_error(await http.get(f"/v1/videos/{video_id}", headers=stranger), 404, "VIDEO_NOT_FOUND")
     assert_error(
         await http.get(f"/v1/dashboard/upload/{session_id}/status", headers=stranger),
         404,
@@ -432,12 +535,12 @@ async def test_healthz_and_openapi_document(http: httpx.AsyncClient, server: Run
 # --------------------------------------------------------------------------- headers
 
 
-async def test_authorization_reaches_the_server(
-    server: Running, http: httpx.AsyncClient
-) -> None:
+async def test_authorization_reaches_the_server(server: Running, http: httpx.AsyncClient) -> None:
     # No header: the server (not the gateway) refuses, on a generated route and on
     # the hand-written upload route alike.
-    body = assert_error(await http.post("/v1/dashboard/upload/sessions", json={}), 401, "UNAUTHENTICATED")
+    body = assert_error(
+        await http.post("/v1/dashboard/upload/sessions", json={}), 401, "UNAUTHENTICATED"
+    )
     assert body["cleanup_performed"] is False
     missing = await http.post("/v1/dashboard/upload/sessions", json={})
     assert missing.headers["www-authenticate"] == "Bearer"
@@ -491,7 +594,9 @@ async def test_unknown_session_is_404_session_not_found(
 ) -> None:
     headers = auth(server, new_user("unknown"))
     missing = str(uuid.uuid4())
-    body = assert_error(await upload(http, headers, missing, videos["mp4"]), 404, "SESSION_NOT_FOUND")
+    body = assert_error(
+        await upload(http, headers, missing, videos["mp4"]), 404, "SESSION_NOT_FOUND"
+    )
     assert body["details"]["session_id"] == missing
     assert "cleanup_details" in body and "cleanup_performed" in body
     for response in (
@@ -525,7 +630,9 @@ async def test_exhausted_quota_is_429(
     session_id = await create_session(http, headers)  # creates the user's quota row
     await db.execute("update user_quotas set remaining = 0 where user_id = :u", u=user)
 
-    body = assert_error(await upload(http, headers, session_id, videos["mp4"]), 429, "QUOTA_EXCEEDED")
+    body = assert_error(
+        await upload(http, headers, session_id, videos["mp4"]), 429, "QUOTA_EXCEEDED"
+    )
     assert body["details"]["quota_violations"][0]["subject"] == f"user:{user}"
     # The session was not spent by the refusal; a new one is refused up front.
     assert await session_status(http, headers, session_id) == "active"
@@ -559,7 +666,7 @@ async def test_oversize_is_413_by_length_by_count_by_declared_size_and_from_serv
         session_id = await create_session(http, headers)
         early = await RawUpload.start(gateway, session_id, headers, file_size=len(data))
         try:
-            status, response_headers, raw = await early.response(timeout=10)
+            status, response_headers, raw = await early.response(within_s=10)
         finally:
             await early.close()
         assert status == 413, raw
@@ -574,7 +681,9 @@ async def test_oversize_is_413_by_length_by_count_by_declared_size_and_from_serv
                 yield payload[offset : offset + 256 * 1024]
 
         response = await http.post(
-            f"/v1/dashboard/upload/{session_id}", content=chunked(), headers={**headers, **MULTIPART}
+            f"/v1/dashboard/upload/{session_id}",
+            content=chunked(),
+            headers={**headers, **MULTIPART},
         )
         assert "content-length" not in response.request.headers
         assert assert_error(response, 413, "FILE_TOO_LARGE")["details"]["max_bytes"] == str(limit)
@@ -593,16 +702,19 @@ async def test_oversize_is_413_by_length_by_count_by_declared_size_and_from_serv
     # FILE_TOO_LARGE (INVALID_ARGUMENT over gRPC) is still 413 over HTTP.
     lax = await start_gw(running, max_upload_bytes=64 * MIB)
     async with httpx.AsyncClient(base_url=lax.base_url, timeout=60) as http:
+        fresh = await create_session(http, headers)
         response = await http.post(
-            f"/v1/dashboard/upload/{session_id}", content=form(data), headers={**headers, **MULTIPART}
+            f"/v1/dashboard/upload/{fresh}",
+            content=form(data),
+            headers={**headers, **MULTIPART},
         )
         body = assert_error(response, 413, "FILE_TOO_LARGE")
         assert body["details"]["max_bytes"] == str(limit)
-    await wait_until(lambda: _equals(leftovers(user, s3, db), nothing_left(running)))
-
-
-async def _equals(actual: Awaitable[object], expected: object) -> bool:
-    return await actual == expected
+        assert await session_status(http, headers, fresh) == "cancelled"  # refused content
+        # Cancelling the first session releases whatever it still held.
+        cancelled = await http.delete(f"/v1/dashboard/upload/{session_id}", headers=headers)
+        assert cancelled.status_code == 204
+    await wait_until(lambda: equals(leftovers(user, s3, db), nothing_left(running)))
 
 
 async def test_non_multipart_body_is_415_and_missing_boundary_400(
@@ -668,12 +780,11 @@ async def test_form_errors_are_400_and_leave_the_session_writable(
     if field:
         assert body["details"]["field_violations"][0]["field"] == field
 
-    # The stream was cancelled without finish_write: nothing stored, and the same
-    # session takes a proper upload afterwards.
-    await wait_until(lambda: _equals(session_status(http, headers, session_id), "active"))
-    assert await leftovers(user, s3, db) == nothing_left(server)
-    retry = await upload(http, headers, session_id, videos["mp4"])
-    assert retry.status_code == 201, retry.text
+    # The stream was cancelled without finish_write: no video, and the same session
+    # takes the upload afterwards (resumed where the server stands).
+    await assert_interrupted_cleanly(server, http, headers, session_id, user, s3, db)
+    result = await finish_upload(http, headers, session_id, videos["mp4"])
+    await assert_stored_once(server, user, result, videos["mp4"], s3, db)
 
 
 async def test_routing_errors_keep_their_status(server: Running, http: httpx.AsyncClient) -> None:
@@ -698,7 +809,7 @@ async def test_second_upload_on_a_busy_session_is_409(
         assert body["details"]["session_id"] == session_id
         # The first stream is unaffected and completes.
         await first.send(big_video[2 * MIB :] + CLOSING)
-        status, response_headers, raw = await first.response(timeout=60)
+        status, response_headers, raw = await first.response(within_s=60)
         assert status == 201, raw
         assert json.loads(raw)["file_size"] == len(big_video)
         assert response_headers["location"].startswith("/v1/videos/")
@@ -707,9 +818,15 @@ async def test_second_upload_on_a_busy_session_is_409(
 
 
 async def test_stalled_upload_is_408_and_released(
-    server: Running, start_gw: StartGateway, videos: dict[str, bytes], s3: S3ObjectStore, db: Database
+    server: Running,
+    start_gw: StartGateway,
+    videos: dict[str, bytes],
+    s3: S3ObjectStore,
+    db: Database,
 ) -> None:
-    gateway = await start_gw(server, args=["-upload-idle-timeout", "1s"])
+    # 1.5 s rather than 1 s: off the beat of the server's 1 s session-lock watch, so
+    # this test is about the gateway's timeout, not about cancelling that watch.
+    gateway = await start_gw(server, args=["-upload-idle-timeout", "1.5s"])
     user = new_user("stall")
     headers = auth(server, user)
     async with httpx.AsyncClient(base_url=gateway.base_url, timeout=30) as http:
@@ -717,13 +834,16 @@ async def test_stalled_upload_is_408_and_released(
         stalled = await RawUpload.start(gateway, session_id, headers, file_size=len(videos["mp4"]))
         try:
             await stalled.send(videos["mp4"][:1024])  # ... and nothing more
-            status, _, raw = await stalled.response(timeout=15)
+            status, _, raw = await stalled.response(within_s=15)
         finally:
             await stalled.close()
         assert status == 408, raw
         assert json.loads(raw)["error_code"] == "UPLOAD_IDLE_TIMEOUT"
-        await wait_until(lambda: _equals(session_status(http, headers, session_id), "active"))
-    await wait_until(lambda: _equals(leftovers(user, s3, db), nothing_left(server)))
+        await assert_interrupted_cleanly(server, http, headers, session_id, user, s3, db)
+        # Cancelling the session releases whatever the server still held for it.
+        cancelled = await http.delete(f"/v1/dashboard/upload/{session_id}", headers=headers)
+        assert cancelled.status_code == 204
+    await wait_until(lambda: equals(leftovers(user, s3, db), nothing_left(server)))
 
 
 async def test_unreachable_upstream_is_503(server: Running, start_gw: StartGateway) -> None:
@@ -800,7 +920,6 @@ class RssSampler:
         return self.peak - self.baseline
 
 
-@pytest.mark.slow
 async def test_300_mib_upload_streams_through_in_bounded_memory(
     start_server: StartServer,
     start_gw: StartGateway,
@@ -857,7 +976,7 @@ async def test_300_mib_upload_streams_through_in_bounded_memory(
     assert rss.growth < 64 * MIB, f"gateway RSS grew by {rss.growth / MIB:.1f} MiB"
 
 
-async def test_client_dropping_mid_upload_leaves_nothing_on_the_server(
+async def test_client_dropping_mid_upload_leaves_no_trace_and_the_session_writable(
     server: Running,
     gateway: Gateway,
     http: httpx.AsyncClient,
@@ -865,27 +984,33 @@ async def test_client_dropping_mid_upload_leaves_nothing_on_the_server(
     s3: S3ObjectStore,
     db: Database,
 ) -> None:
+    """A client resets the connection mid-body: the gateway must cancel the gRPC
+    stream (never finish_write), so the server stops, writes no video, and releases
+    the session: it discards what it had, or keeps it for a resume (a resumable
+    server); either way the session takes the upload again and ends up stored once."""
     user = new_user("drop")
     headers = auth(server, user)
     session_id = await create_session(http, headers)
     raw = await RawUpload.start(gateway, session_id, headers, file_size=len(big_video))
     try:
-        # All but the tail (and the closing boundary): the server has started the
-        # multipart upload (8 MiB parts) and holds a quota reservation.
+        # ~19 MiB, all but the file's last 64 KiB (and the closing boundary): the server
+        # has started the multipart upload (8 MiB parts) and holds a quota reservation.
         await raw.send(big_video[: -64 * 1024])
 
         async def in_flight() -> bool:
             held = await leftovers(user, s3, db)
-            return held["multipart"] == 1 and held["reservations"] == 1
+            return bool(held["multipart"] == 1 and held["reservations"] == 1)
 
         await wait_until(in_flight)
     finally:
         await raw.reset()
 
-    async def released() -> bool:
-        return await leftovers(user, s3, db) == nothing_left(server)
+    await assert_interrupted_cleanly(server, http, headers, session_id, user, s3, db)
+    if await committed_bytes(http, headers, session_id) == 0:
+        # The server discarded the stream: nothing is left for the user at all.
+        assert await leftovers(user, s3, db) == nothing_left(server)
 
-    await wait_until(released)
-    assert await session_status(http, headers, session_id) == "active"
-    session = await http.get(f"/v1/dashboard/upload/{session_id}/status", headers=headers)
-    assert session.json()["session"]["committed_bytes"] == "0"
+    # The same session takes the whole file (resumed where the server stands).
+    result = await finish_upload(http, headers, session_id, big_video)
+    await assert_stored_once(server, user, result, big_video, s3, db)
+    assert await session_status(http, headers, session_id) == "completed"

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 # How often a running stream looks for CancelUploadSession on its session.
 WATCH_INTERVAL_SECONDS = 1.0
+KEEPER_STOP_SECONDS = 5.0
 # For containers whose header sits at the front (MKV, WebM, AVI) the early probe
 # runs once this much has arrived; MP4/MOV are probed when `moov` is complete.
 EARLY_PROBE_BYTES = 1024 * 1024
@@ -112,6 +113,13 @@ class _Watch:
 
     task: asyncio.Task[Any] | None
     cancelled: bool = False
+    stopped: bool = False
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Marks a background task's outcome as seen (it may end after we stop waiting)."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _finish_even_if_cancelled(work: Coroutine[Any, Any, Cleanup]) -> Cleanup:
@@ -187,12 +195,15 @@ class UploadPipeline:
             )
         watch = _Watch(task=asyncio.current_task())
         keeper = asyncio.create_task(self._keep_lock(session.session_id, owner, watch))
+        keeper.add_done_callback(_retrieve)
         try:
             yield watch
         finally:
+            # Stopped by a flag, not only by cancel(): redis-py can swallow a
+            # cancellation that lands mid-command, and the lock must not outlive us.
+            watch.stopped = True
             keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            await asyncio.wait({keeper}, timeout=KEEPER_STOP_SECONDS)
             with contextlib.suppress(VidscanError):
                 await asyncio.shield(self._sessions.release_lock(session.session_id, owner=owner))
 
@@ -200,8 +211,10 @@ class UploadPipeline:
         """Keeps the stream lock alive and notices CancelUploadSession on the session
         (from any replica), interrupting the stream when it happens."""
         last_refresh = asyncio.get_running_loop().time()
-        while True:
+        while not watch.stopped:
             await asyncio.sleep(WATCH_INTERVAL_SECONDS)
+            if watch.stopped:
+                return
             with contextlib.suppress(VidscanError):
                 now = asyncio.get_running_loop().time()
                 if now - last_refresh >= self._rules.lock_seconds / 3:
@@ -210,6 +223,8 @@ class UploadPipeline:
                     )
                     last_refresh = now
                 record = await self._sessions.get(session_id)
+                if watch.stopped:
+                    return
                 if record is not None and record.state is SessionState.CANCELLED:
                     watch.cancelled = True
                     if watch.task is not None:

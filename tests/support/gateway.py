@@ -79,7 +79,9 @@ def ensure_binary() -> Path:
             )
             if result.returncode != 0 or not BINARY.is_file():
                 output = (result.stdout + result.stderr)[-4000:]
-                raise GatewayStartError(f"{BUILD_SCRIPT.name} failed ({result.returncode}):\n{output}")
+                raise GatewayStartError(
+                    f"{BUILD_SCRIPT.name} failed ({result.returncode}):\n{output}"
+                )
         _built = True
         return BINARY
 

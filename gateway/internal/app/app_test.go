@@ -4,6 +4,7 @@ package app
 // routing, status codes, headers to metadata, the error body and the streaming upload.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -454,6 +455,35 @@ func TestUploadIdleTimeout(t *testing.T) {
 	}
 	if status.Code(e.fake.streamErr) != codes.Canceled || e.fake.finished {
 		t.Fatalf("server must see a cancellation without finish_write, got %v (finished %v)", e.fake.streamErr, e.fake.finished)
+	}
+}
+
+// A stall answers 408 UPLOAD_IDLE_TIMEOUT every time. net/http cancels the request
+// context when the connection read times out; bytes that came back together with the
+// timeout must not be forwarded first, or the cancelled stream's CANCELLED (499) wins.
+func TestUploadIdleTimeoutAnswers408(t *testing.T) {
+	ctype, body := form(t, part{name: "file", filename: "c.mp4", value: strings.Repeat("x", 10_000)})
+	for i := 0; i < 20; i++ {
+		e := setup(t, upload.Config{MaxUploadBytes: 1 << 20, MultipartSlack: 64 << 10, ChunkBytes: 4096,
+			MaxFieldBytes: 4096, IdleTimeout: 100 * time.Millisecond, ErrorDrainBytes: 1 << 20})
+		conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "POST /v1/dashboard/upload/s1 HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n", ctype, len(body))
+		_, _ = conn.Write(body[:1000]) // less than a chunk, then stall
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		_ = resp.Body.Close()
+		_ = conn.Close()
+		if resp.StatusCode != http.StatusRequestTimeout || m["error_code"] != "UPLOAD_IDLE_TIMEOUT" {
+			t.Fatalf("attempt %d: %d %v", i, resp.StatusCode, m)
+		}
 	}
 }
 

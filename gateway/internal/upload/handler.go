@@ -234,6 +234,15 @@ func (u *upload) forward(part io.Reader) bool {
 	for {
 		u.extendDeadline()
 		n, err := fill(part, buf)
+		if err != nil && !errors.Is(err, io.EOF) {
+			// A failed read fails the upload, so the bytes it returned with the error
+			// are not forwarded. Sending them first would race: net/http cancels the
+			// request context (and with it the stream) when a connection read fails,
+			// so an idle timeout would surface as the stream's CANCELLED (499)
+			// instead of 408 UPLOAD_IDLE_TIMEOUT.
+			u.bodyError(err)
+			return false
+		}
 		if n > 0 {
 			u.fileBytes += int64(n)
 			if u.fileBytes > u.h.cfg.MaxUploadBytes {
@@ -247,10 +256,6 @@ func (u *upload) forward(part io.Reader) bool {
 		}
 		if errors.Is(err, io.EOF) {
 			return true
-		}
-		if err != nil {
-			u.bodyError(err)
-			return false
 		}
 	}
 }
