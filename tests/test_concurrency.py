@@ -236,4 +236,3 @@ async def test_cancel_session_stops_an_upload_in_flight(
         channel.close()
     assert await s3.list_multipart(prefix=f"dashboard-uploads/{user}/") == []
     assert await db.scalar("select count(*) from videos where user_id = :u", u=user) == 0
-
