@@ -236,3 +236,41 @@ async def test_cancel_session_stops_an_upload_in_flight(
         channel.close()
     assert await s3.list_multipart(prefix=f"dashboard-uploads/{user}/") == []
     assert await db.scalar("select count(*) from videos where user_id = :u", u=user) == 0
+
+
+async def test_resume_after_expiry_is_not_found_and_racing_resumes_get_one_winner(
+    start_server: StartServer, big_video: bytes, s3: S3ObjectStore, db: Database
+) -> None:
+    running = await start_server(session_ttl_seconds=4)
+    user = f"resume-race-{id(running)}"
+    client = running.client(user)
+
+    # Two streams race to resume the same suspended session: one wins, one is ABORTED.
+    session = await client.new_session()
+    committed = await drop_mid_stream(running, client, session.session_id, big_video, s3, user)
+    rest = big_video[committed:]
+    outcomes = await asyncio.gather(
+        client.upload(rest, session_id=session.session_id, write_offset=committed),
+        client.upload(rest, session_id=session.session_id, write_offset=committed),
+        return_exceptions=True,
+    )
+    winners = [o for o in outcomes if isinstance(o, upload_pb2.UploadResult)]
+    losers = [o for o in outcomes if isinstance(o, grpc.RpcError)]
+    assert len(winners) == 1, outcomes
+    assert winners[0].file_hash == hashlib.sha256(big_video).hexdigest()
+    assert len(losers) == 1
+    assert details(losers[0]).reason in {"SESSION_BUSY", "SESSION_NOT_FOUND"}
+
+    # A suspended session that expires cannot be resumed: NOT_FOUND.
+    expiring = await client.new_session()
+    committed = await drop_mid_stream(running, client, expiring.session_id, big_video, s3, user)
+    await asyncio.sleep(4.5)
+    assert (await client.status(expiring.session_id)).status == "expired"
+    with pytest.raises(grpc.RpcError) as caught:
+        await client.upload(
+            big_video[committed:], session_id=expiring.session_id, write_offset=committed
+        )
+    assert (caught.value.code(), details(caught.value).reason) == (
+        grpc.StatusCode.NOT_FOUND,
+        "SESSION_NOT_FOUND",
+    )
