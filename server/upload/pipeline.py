@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,30 +34,27 @@ from server.db.models import AnalysisRow, VideoRow
 from server.db.repository import Repository
 from server.errors import (
     Cancelled,
-    Cleanup,
     InvalidUpload,
     NotFound,
     OffsetMismatch,
     Reason,
-    SessionBusy,
     VidscanError,
 )
 from server.media.isolation import MediaInspector
 from server.media.sniff import Container
 from server.sessions.port import SessionRecord, SessionState, SessionStore
 from server.storage.port import ObjectStore
+from server.upload.cleanup import ActiveStream, UploadCleaner, finish_even_if_cancelled
 from server.upload.naming import object_key
 from server.upload.progress import UploadProgress, tail_key
 from server.upload.rows import pending_analysis, video_row
 from server.upload.spool import SpoolFile
+from server.upload.stream_lock import StreamWatch, hold_stream_lock
 from server.upload.validation import StreamValidator
 from server.upload.writer import PartWriter
 
 log = logging.getLogger(__name__)
 
-# How often a running stream looks for CancelUploadSession on its session.
-WATCH_INTERVAL_SECONDS = 1.0
-KEEPER_STOP_SECONDS = 5.0
 # For containers whose header sits at the front (MKV, WebM, AVI) the early probe
 # runs once this much has arrived; MP4/MOV are probed when `moov` is complete.
 EARLY_PROBE_BYTES = 1024 * 1024
@@ -107,45 +104,6 @@ def session_not_found(session_id: str) -> NotFound:
     )
 
 
-@dataclass
-class _Watch:
-    """Lets the lock keeper interrupt a stream whose session was cancelled."""
-
-    task: asyncio.Task[Any] | None
-    cancelled: bool = False
-    stopped: bool = False
-
-
-def _retrieve(task: asyncio.Task[None]) -> None:
-    """Marks a background task's outcome as seen (it may end after we stop waiting)."""
-    if not task.cancelled():
-        task.exception()
-
-
-async def _finish_even_if_cancelled(work: Coroutine[Any, Any, Cleanup]) -> Cleanup:
-    """Runs cleanup to the end even when the handler is cancelled again meanwhile:
-    the stream lock must not be released before the session's state is settled."""
-    task = asyncio.ensure_future(work)
-    while not task.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(task)
-    return task.result()
-
-
-@dataclass
-class _Stream:
-    """What one stream has set in motion, for finishing, suspending or discarding."""
-
-    validator: StreamValidator
-    writer: PartWriter
-    spool: SpoolFile
-    spool_complete: bool  # False after a resume: the first bytes are on another host
-    probe: asyncio.Task[dict[str, Any]] | None = None
-    completed_key: str = ""
-    record_attempted: bool = False
-    recorded: bool = False
-
-
 class UploadPipeline:
     def __init__(
         self,
@@ -165,6 +123,7 @@ class UploadPipeline:
         self._rules = rules
         self._clock = clock
         self._new_id = new_id
+        self._cleaner = UploadCleaner(sessions=sessions, store=store, repository=repository)
 
     async def run(self, request: UploadInput, chunks: AsyncIterator[bytes]) -> StoredUpload:
         session = await self._sessions.get(request.session_id)
@@ -175,68 +134,21 @@ class UploadPipeline:
             or session.effective_state(now) is not SessionState.ACTIVE
         ):
             raise session_not_found(request.session_id)
-        async with self._locked(session) as watch:
+        async with hold_stream_lock(
+            self._sessions, session.session_id, lock_seconds=self._rules.lock_seconds
+        ) as watch:
             # Re-read under the lock: a stream that just ended may have saved progress.
             current = await self._sessions.get(session.session_id)
             if current is None or current.effective_state(now) is not SessionState.ACTIVE:
                 raise session_not_found(request.session_id)
             return await self._run_locked(request, current, chunks, watch)
 
-    @contextlib.asynccontextmanager
-    async def _locked(self, session: SessionRecord) -> AsyncIterator[_Watch]:
-        owner = self._new_id()
-        if not await self._sessions.acquire_lock(
-            session.session_id, owner=owner, ttl_seconds=self._rules.lock_seconds
-        ):
-            raise SessionBusy(
-                Reason.SESSION_BUSY,
-                "another stream is already writing this session",
-                metadata={"session_id": session.session_id},
-            )
-        watch = _Watch(task=asyncio.current_task())
-        keeper = asyncio.create_task(self._keep_lock(session.session_id, owner, watch))
-        keeper.add_done_callback(_retrieve)
-        try:
-            yield watch
-        finally:
-            # Stopped by a flag, not only by cancel(): redis-py can swallow a
-            # cancellation that lands mid-command, and the lock must not outlive us.
-            watch.stopped = True
-            keeper.cancel()
-            await asyncio.wait({keeper}, timeout=KEEPER_STOP_SECONDS)
-            with contextlib.suppress(VidscanError):
-                await asyncio.shield(self._sessions.release_lock(session.session_id, owner=owner))
-
-    async def _keep_lock(self, session_id: str, owner: str, watch: _Watch) -> None:
-        """Keeps the stream lock alive and notices CancelUploadSession on the session
-        (from any replica), interrupting the stream when it happens."""
-        last_refresh = asyncio.get_running_loop().time()
-        while not watch.stopped:
-            await asyncio.sleep(WATCH_INTERVAL_SECONDS)
-            if watch.stopped:
-                return
-            with contextlib.suppress(VidscanError):
-                now = asyncio.get_running_loop().time()
-                if now - last_refresh >= self._rules.lock_seconds / 3:
-                    await self._sessions.refresh_lock(
-                        session_id, owner=owner, ttl_seconds=self._rules.lock_seconds
-                    )
-                    last_refresh = now
-                record = await self._sessions.get(session_id)
-                if watch.stopped:
-                    return
-                if record is not None and record.state is SessionState.CANCELLED:
-                    watch.cancelled = True
-                    if watch.task is not None:
-                        watch.task.cancel()
-                    return
-
     async def _run_locked(
         self,
         request: UploadInput,
         session: SessionRecord,
         chunks: AsyncIterator[bytes],
-        watch: _Watch,
+        watch: StreamWatch,
     ) -> StoredUpload:
         progress = UploadProgress.from_json(session.progress)
         committed = progress.committed if progress else 0
@@ -254,7 +166,7 @@ class UploadPipeline:
                 size=request.declared_size,
             )
             if existing is not None:  # ByteStream-style early return: no bytes needed
-                await self._discard_saved(session, progress)
+                await self._cleaner.discard_saved(session, progress)
                 return await self._deduplicated(session, existing)
         max_bytes = min(self._rules.max_bytes, session.max_bytes)
         if request.declared_size is not None and request.declared_size > max_bytes:
@@ -268,8 +180,8 @@ class UploadPipeline:
         try:
             return await self._receive(request, session, chunks, stream)
         except BaseException as exc:
-            cleanup = await _finish_even_if_cancelled(
-                self._after_failure(session, stream, exc, watch)
+            cleanup = await finish_even_if_cancelled(
+                self._cleaner.after_failure(session, stream, exc, cancelled=watch.cancelled)
             )
             if isinstance(exc, asyncio.CancelledError) and watch.cancelled:
                 if watch.task is not None:
@@ -290,7 +202,7 @@ class UploadPipeline:
 
     async def _open_stream(
         self, request: UploadInput, session: SessionRecord, progress: UploadProgress | None
-    ) -> _Stream:
+    ) -> ActiveStream:
         max_bytes = min(self._rules.max_bytes, session.max_bytes)
 
         async def save(update: UploadProgress) -> None:
@@ -329,7 +241,9 @@ class UploadPipeline:
                 on_progress=save,
             )
             spool = SpoolFile(directory=self._rules.spool_dir)
-            return _Stream(validator=validator, writer=writer, spool=spool, spool_complete=True)
+            return ActiveStream(
+                validator=validator, writer=writer, spool=spool, spool_complete=True
+            )
 
         tail = b""
         if progress.tail_size:
@@ -342,7 +256,7 @@ class UploadPipeline:
         async def never() -> tuple[str, str, str]:
             raise AssertionError("a resumed upload already has its multipart upload")
 
-        return _Stream(
+        return ActiveStream(
             validator=StreamValidator.resumed(
                 max_bytes=max_bytes,
                 declared_size=request.declared_size,
@@ -369,7 +283,7 @@ class UploadPipeline:
         request: UploadInput,
         session: SessionRecord,
         chunks: AsyncIterator[bytes],
-        stream: _Stream,
+        stream: ActiveStream,
     ) -> StoredUpload:
         validator, writer, spool = stream.validator, stream.writer, stream.spool
         async for chunk in chunks:
@@ -387,7 +301,7 @@ class UploadPipeline:
             user_id=request.user_id, file_hash=file_hash, size=validator.received
         )
         if existing is not None:  # the same bytes again: keep the first copy only
-            await self._discard(session, stream, cancel_session=False)
+            await self._cleaner.discard(session, stream, cancel_session=False)
             return await self._deduplicated(session, existing)
         if stream.spool_complete:
             info = await self._media.validate(spool.path)
@@ -434,7 +348,7 @@ class UploadPipeline:
             spool_path=spool.path,
         )
 
-    async def _complete(self, stream: _Stream) -> None:
+    async def _complete(self, stream: ActiveStream) -> None:
         parts = await stream.writer.flush()
         await self._store.complete_multipart(
             stream.writer.key, upload_id=stream.writer.upload_id, parts=parts
@@ -476,7 +390,7 @@ class UploadPipeline:
             deduplicated=True,
         )
 
-    def _maybe_probe_early(self, stream: _Stream) -> None:
+    def _maybe_probe_early(self, stream: ActiveStream) -> None:
         validator = stream.validator
         if stream.probe is None:
             ready = validator.header_complete or (
@@ -487,85 +401,6 @@ class UploadPipeline:
                 stream.probe = asyncio.create_task(self._media.probe_header(stream.spool.path))
         elif stream.probe.done() and stream.probe.exception() is not None:
             stream.probe.result()  # raises the refusal now, mid-stream
-
-    async def _after_failure(
-        self, session: SessionRecord, stream: _Stream, exc: BaseException, watch: _Watch
-    ) -> Cleanup:
-        """Refused content, a cancelled session or a failure after the object was
-        assembled discard everything; any other interruption suspends the upload so
-        that the next stream resumes it. Runs shielded from cancellation."""
-        if stream.probe is not None:
-            stream.probe.cancel()
-            with contextlib.suppress(BaseException):
-                await stream.probe
-        refused = isinstance(exc, InvalidUpload)
-        if refused or watch.cancelled or stream.completed_key:
-            return await self._discard(session, stream, cancel_session=True)
-        cleanup = Cleanup(session_cleanup=True)
-        try:
-            kept = await stream.writer.suspend()
-            log.info(
-                "upload on session %s suspended (%s) at %s bytes",
-                session.session_id,
-                type(exc).__name__,
-                kept.committed if kept else 0,
-            )
-        except VidscanError:
-            log.exception("could not save the tail of session %s", session.session_id)
-        return cleanup
-
-    async def _discard(
-        self, session: SessionRecord, stream: _Stream, *, cancel_session: bool
-    ) -> Cleanup:
-        cleanup = Cleanup()
-        writer = stream.writer
-        await writer.discard()
-        try:
-            if stream.completed_key and not stream.recorded:
-                await self._store.delete_object(stream.completed_key)
-                cleanup.s3_cleanup = True
-            elif writer.started and not stream.completed_key:
-                await self._store.abort_multipart(writer.key, upload_id=writer.upload_id)
-                cleanup.s3_cleanup = True
-            if writer.started:
-                await self._store.delete_object(tail_key(writer.key))
-        except VidscanError:
-            log.exception("could not clean up object storage; the janitor will retry")
-        if not stream.recorded:
-            try:
-                cleanup.quota_released = await self._repo.release_quota(
-                    session_id=session.session_id
-                )
-            except VidscanError:
-                log.exception("could not release quota; the janitor will retry")
-        cleanup.database_cleanup = stream.record_attempted and not stream.recorded
-        if cancel_session:
-            try:
-                await self._sessions.transition(
-                    session.session_id, expected=SessionState.ACTIVE, new=SessionState.CANCELLED
-                )
-                cleanup.session_cleanup = True
-            except VidscanError:
-                log.exception("could not update session %s", session.session_id)
-        return cleanup
-
-    async def _discard_saved(
-        self, session: SessionRecord, progress: UploadProgress | None
-    ) -> Cleanup:
-        """Discards what earlier streams of a session stored (cancel, early dedup)."""
-        cleanup = Cleanup()
-        if progress is not None:
-            try:
-                await self._store.abort_multipart(progress.key, upload_id=progress.upload_id)
-                await self._store.delete_object(tail_key(progress.key))
-                cleanup.s3_cleanup = True
-            except VidscanError:
-                log.exception("could not clean up object storage; the janitor will retry")
-        try:
-            cleanup.quota_released = await self._repo.release_quota(session_id=session.session_id)
-        except VidscanError:
-            log.exception("could not release quota; the janitor will retry")
-        return cleanup
 
     async def cancel(self, session: SessionRecord) -> bool:
         """CancelUploadSession: marks the session cancelled; a stream in flight on it
@@ -581,7 +416,9 @@ class UploadPipeline:
             try:
                 current = await self._sessions.get(session.session_id)
                 if current is not None and current.state is SessionState.CANCELLED:
-                    await self._discard_saved(current, UploadProgress.from_json(current.progress))
+                    await self._cleaner.discard_saved(
+                        current, UploadProgress.from_json(current.progress)
+                    )
             finally:
                 await self._sessions.release_lock(session.session_id, owner=owner)
         return changed

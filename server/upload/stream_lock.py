@@ -1,0 +1,88 @@
+"""The one-stream-per-session lock, kept alive while a stream runs.
+
+The lock expires by itself ``lock_seconds`` after its holder stops refreshing it (a
+process that died), so another stream, on any replica, can take the session over.
+While held, the keeper also watches for CancelUploadSession and interrupts the
+stream when it happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from server.errors import Reason, SessionBusy, VidscanError
+from server.sessions.port import SessionState, SessionStore
+
+# How often a running stream looks for CancelUploadSession on its session.
+WATCH_INTERVAL_SECONDS = 1.0
+KEEPER_STOP_SECONDS = 5.0
+
+
+@dataclass
+class StreamWatch:
+    """Lets the lock keeper interrupt a stream whose session was cancelled."""
+
+    task: asyncio.Task[Any] | None
+    cancelled: bool = False
+    stopped: bool = False
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Marks a background task's outcome as seen (it may end after we stop waiting)."""
+    if not task.cancelled():
+        task.exception()
+
+
+@contextlib.asynccontextmanager
+async def hold_stream_lock(
+    sessions: SessionStore, session_id: str, *, lock_seconds: float
+) -> AsyncIterator[StreamWatch]:
+    owner = str(uuid.uuid4())
+    if not await sessions.acquire_lock(session_id, owner=owner, ttl_seconds=lock_seconds):
+        raise SessionBusy(
+            Reason.SESSION_BUSY,
+            "another stream is already writing this session",
+            metadata={"session_id": session_id},
+        )
+    watch = StreamWatch(task=asyncio.current_task())
+    keeper = asyncio.create_task(_keep(sessions, session_id, owner, watch, lock_seconds))
+    keeper.add_done_callback(_retrieve)
+    try:
+        yield watch
+    finally:
+        # Stopped by a flag, not only by cancel(): redis-py can swallow a
+        # cancellation that lands mid-command, and the lock must not outlive us.
+        watch.stopped = True
+        keeper.cancel()
+        await asyncio.wait({keeper}, timeout=KEEPER_STOP_SECONDS)
+        with contextlib.suppress(VidscanError):
+            await asyncio.shield(sessions.release_lock(session_id, owner=owner))
+
+
+async def _keep(
+    sessions: SessionStore, session_id: str, owner: str, watch: StreamWatch, lock_seconds: float
+) -> None:
+    """Refreshes the lock and notices CancelUploadSession (from any replica)."""
+    loop = asyncio.get_running_loop()
+    last_refresh = loop.time()
+    while not watch.stopped:
+        await asyncio.sleep(WATCH_INTERVAL_SECONDS)
+        if watch.stopped:
+            return
+        with contextlib.suppress(VidscanError):
+            if loop.time() - last_refresh >= lock_seconds / 3:
+                await sessions.refresh_lock(session_id, owner=owner, ttl_seconds=lock_seconds)
+                last_refresh = loop.time()
+            record = await sessions.get(session_id)
+            if watch.stopped:
+                return
+            if record is not None and record.state is SessionState.CANCELLED:
+                watch.cancelled = True
+                if watch.task is not None:
+                    watch.task.cancel()
+                return
