@@ -315,6 +315,10 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
             ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
             ("grpc.so_reuseport", 0),
+            # BDP probing lets a fast client grow the stream window to many MiB that
+            # the server then buffers; off, memory per upload stays near the part
+            # window (measured: 1 GiB upload, peak RSS +65-74 MiB instead of +88-130).
+            ("grpc.http2.bdp_probe", 0),
         ]
     )
     upload_pb2_grpc.add_UploadServiceServicer_to_server(  # type: ignore[no-untyped-call]

@@ -91,6 +91,10 @@ class S3ObjectStore:
             read_timeout=60,
             max_pool_connections=32,
             s3={"addressing_style": "path"},
+            # Checksums only where S3 requires them: the default CRC32 pass over every
+            # part costs a second copy of it in memory, and SHA-256 is ours anyway.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         )
         client = await stack.enter_async_context(
             session.create_client(

@@ -92,7 +92,7 @@ class PartWriter:
             await self._ensure_started()
         while len(self._sending) >= self._window:
             await self._settle_oldest()
-        data = bytes(self._buffer[:size])
+        data = bytes(memoryview(self._buffer)[:size])  # one copy, not two
         del self._buffer[:size]
         self._hasher.update(data)
         number = self._next_number
