@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export VIDSCAN_TOOLS ?= $(HOME)/.cache/vidscan/bin
 
-.PHONY: help venv proto deps triton models gateway run test test-fast lint fmt bench lock dockercheck clean
+.PHONY: help venv proto deps triton models gateway run test test-fast lint fmt bench lock clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -42,6 +42,7 @@ run: proto ## run vidscan on the embedded default (SQLite, local files, in-memor
 	./scripts/run.sh
 
 test: proto deps triton models gateway ## set up everything, then the whole suite against real services
+	cd gateway && go vet ./... && go test ./...
 	./scripts/test.sh
 
 test-fast: proto ## run the suite without the set-up steps
