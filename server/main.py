@@ -25,6 +25,7 @@ from server.analysis.analyzer import AnalysisRules, AnalysisWorker, Analyzer
 from server.analysis.queue import JobQueue, MemoryQueue, RedisStreamQueue
 from server.analysis.stage import AnalysisStage
 from server.api.analysis_servicer import AnalysisServicer
+from server.api.reflection import enable_reflection
 from server.api.upload_servicer import UploadServicer
 from server.auth import TokenAuthority
 from server.clock import Clock, system_clock
@@ -344,9 +345,7 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(DETECTOR_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(settings.grpc_listen)
     if port == 0:
         await core.close()

@@ -73,8 +73,11 @@ async def test_health_and_reflection_need_no_token(server: Running) -> None:
         with grpc.insecure_channel(server.target) as channel:
             database = ProtoReflectionDescriptorDatabase(channel)
             services = list(database.get_services())
-            # Resolving a method's messages works without any .proto file here.
+            # Resolving a method's messages works without any .proto file here;
+            # ghz asks for the method symbol itself, not only the service.
             database.FindFileContainingSymbol("vidscan.v1.UploadService")
+            found = database.FindFileContainingSymbol("vidscan.v1.UploadService.UploadVideo")
+            assert found.name == "vidscan/v1/upload.proto"
             return services
 
     services = await asyncio.to_thread(list_services)
