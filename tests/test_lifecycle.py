@@ -9,6 +9,7 @@ import grpc
 import pytest
 from conftest import Running
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -76,8 +77,13 @@ async def test_health_and_reflection_need_no_token(server: Running) -> None:
             # Resolving a method's messages works without any .proto file here;
             # ghz asks for the method symbol itself, not only the service.
             database.FindFileContainingSymbol("vidscan.v1.UploadService")
-            found = database.FindFileContainingSymbol("vidscan.v1.UploadService.UploadVideo")
-            assert found.name == "vidscan/v1/upload.proto"
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)  # type: ignore[no-untyped-call]
+            request = reflection_pb2.ServerReflectionRequest(
+                file_containing_symbol="vidscan.v1.UploadService.UploadVideo"
+            )
+            (reply,) = list(stub.ServerReflectionInfo(iter([request])))
+            assert not reply.HasField("error_response"), reply.error_response
+            assert reply.file_descriptor_response.file_descriptor_proto
             return services
 
     services = await asyncio.to_thread(list_services)
