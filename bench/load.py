@@ -1,0 +1,124 @@
+"""Scenario 4: load with ghz through server reflection (no proto files).
+
+Unary CreateUploadSession, and client-streaming UploadVideo of a small real clip
+with one pre-created session per request (see bench/ghz_sessions.py for how),
+at concurrency 10 and 50; the configs are bench/ghz/*.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from bench.common import REPO, Env, Section, go_module_version, go_tool, small_clip, vidscan
+from bench.ghz_sessions import SERVICE, create_sessions, data_template, fetch_protoset
+
+RUNS = 3
+CONCURRENCY = (10, 50)
+CONFIGS = REPO / "bench" / "ghz"
+
+
+def _ghz(config: str, target: str, token: str, protoset: Path, *args: str) -> dict[str, Any]:
+    argv = [
+        str(go_tool("ghz")),
+        *("--config", str(CONFIGS / config), "--protoset", str(protoset), "-O", "json"),
+        *args,
+        target,
+    ]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, env={**os.environ, "VIDSCAN_TOKEN": token}
+    )
+    if not done.stdout.strip():
+        raise RuntimeError(f"ghz failed ({done.returncode}): {done.stderr[-2000:]}")
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def _add(section: Section, label: str, reports: list[dict[str, Any]]) -> None:
+    def pct(report: dict[str, Any], p: int) -> float:
+        for item in report.get("latencyDistribution") or []:
+            if item["percentage"] == p:
+                return float(item["latency"]) / 1e6
+        return float("nan")
+
+    def errors(report: dict[str, Any]) -> float:
+        codes = report.get("statusCodeDistribution") or {}
+        return float(sum(n for code, n in codes.items() if code != "OK"))
+
+    section.add(f"{label}: throughput", "RPS", [float(r["rps"]) for r in reports])
+    for p in (50, 95, 99):
+        section.add(f"{label}: p{p}", "ms", [pct(r, p) for r in reports])
+    section.add(f"{label}: errors", "calls", [errors(r) for r in reports])
+    for report in reports:
+        for error, count in (report.get("errorDistribution") or {}).items():
+            key = f"{label}: {error[:200]}"
+            section.extra.setdefault("errors", {})[key] = (
+                section.extra.get("errors", {}).get(key, 0) + count
+            )
+
+
+def run(env: Env) -> Section:
+    creates = 300 if env.quick else 3000
+    uploads = 50 if env.quick else 300
+    section = Section("Load with ghz (reflection, bearer token in metadata)")
+    clip = small_clip()
+    data_file = env.workdir / "ghz-upload.json"
+    with vidscan(env, "load") as server:
+        protoset = fetch_protoset(server.target, SERVICE, env.workdir / "vidscan.protoset")
+        for c in CONCURRENCY:
+            reports = [
+                _ghz(
+                    "create-session.json",
+                    server.target,
+                    server.token,
+                    protoset,
+                    "-c",
+                    str(c),
+                    "-n",
+                    str(creates),
+                )
+                for _ in range(RUNS)
+            ]
+            _add(section, f"CreateUploadSession, c={c}, n={creates}", reports)
+        for c in CONCURRENCY:
+            reports, stored = [], []
+            for _ in range(RUNS):
+                sessions = create_sessions(server.target, server.token, uploads)
+                data_file.write_text(data_template(sessions, clip))
+                reports.append(
+                    _ghz(
+                        "upload-video.json",
+                        server.target,
+                        server.token,
+                        protoset,
+                        "-c",
+                        str(c),
+                        "-n",
+                        str(uploads),
+                        "--data-file",
+                        str(data_file),
+                    )
+                )
+                stored.append(env.object_count())
+                env.empty_bucket()
+            section.notes.append(f"UploadVideo c={c}: objects stored per run {stored} of {uploads}")
+            _add(section, f"UploadVideo {len(clip)} B clip, c={c}, n={uploads}", reports)
+    for key, count in section.extra.get("errors", {}).items():
+        section.notes.append(f"error x{count}: {key}")
+    section.notes += [
+        f"ghz {go_module_version(go_tool('ghz'))}, one connection; configs in bench/ghz/. "
+        "Descriptors come from the server's reflection, handed to ghz as a protoset: ghz's "
+        "own reflection asks for the method symbol, which grpcio-reflection cannot resolve "
+        "(NOT_FOUND 'Symbol not found: vidscan.v1.UploadService.CreateUploadSession').",
+        "Latencies are per call. UploadVideo sends header, the clip, a 26-byte `free` box "
+        "that makes every upload unique, finish_write; it covers the media checks (PyAV "
+        "worker processes), the S3 multipart upload and the DB row. No Triton: uploads "
+        "answer PROCESSING.",
+        "ghz cannot create a session per request itself (session ids come from the server), "
+        "so each UploadVideo run uses a data file whose header picks session "
+        "`{{.RequestNumber}}` from an inline list of pre-created sessions.",
+    ]
+    return section

@@ -1,0 +1,241 @@
+"""Scenario 1: one large upload into MinIO on loopback, end to end.
+
+vidscan over gRPC (three chunk sizes) and over the REST gateway, against the
+ceiling (a raw aiobotocore multipart upload of the same file, same part size and
+parts in flight as the server) and tusd (S3 store on the same MinIO). Every vidscan
+upload includes SHA-256, sniffing, the box walk, the spool file and PyAV validation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+from support.services import free_port
+
+from bench.common import (
+    BUCKET,
+    KIB,
+    MB,
+    MIB,
+    Env,
+    Section,
+    file_chunks,
+    gateway,
+    go_module_version,
+    go_tool,
+    grpc_upload,
+    padded_video,
+    rest_upload,
+    vidscan,
+)
+
+RUNS = 3
+GRPC_CHUNKS = (64 * KIB, 256 * KIB, 1 * MIB)
+TUS_PATCH = 64 * MIB  # one PATCH request per 64 MiB, each streamed in 1 MiB writes
+
+
+def run(env: Env) -> Section:
+    size = 64 * MIB if env.quick else 1024 * MIB
+    path = padded_video(size)
+    section = Section(f"Upload throughput: one {size // MIB} MiB upload into MinIO (MB/s)")
+
+    def mbps(seconds: float) -> float:
+        return size / MB / seconds
+
+    with vidscan(env, "throughput") as server:
+        part_size = server.settings.part_size
+        window = server.settings.s3_parts_in_flight
+        for chunk in GRPC_CHUNKS:
+
+            def one(_: int, chunk: int = chunk) -> float:
+                started = time.perf_counter()
+                result = grpc_upload(server, file_chunks(path, chunk))
+                elapsed = time.perf_counter() - started
+                assert result.file_size == size, result
+                env.empty_bucket()
+                return mbps(elapsed)
+
+            section.add(f"vidscan gRPC, {chunk // KIB} KiB chunks", "MB/s", _runs(one))
+
+        with gateway(env, server) as gw, httpx.Client(base_url=gw.base_url, timeout=600) as http:
+
+            def rest(_: int) -> float:
+                started = time.perf_counter()
+                response = rest_upload(http, server, file_chunks(path, MIB), size)
+                elapsed = time.perf_counter() - started
+                assert response.status_code == 201, response.text
+                env.empty_bucket()
+                return mbps(elapsed)
+
+            section.add("vidscan REST gateway (multipart, httpx)", "MB/s", _runs(rest))
+
+    def raw(_: int, window: int = window) -> float:
+        elapsed = asyncio.run(_raw_multipart(env, path, part_size, window))
+        env.empty_bucket()
+        return mbps(elapsed)
+
+    raw_name = (
+        f"ceiling: raw aiobotocore multipart ({part_size // MIB} MiB parts, {window} in flight)"
+    )
+    section.add(raw_name, "MB/s", _runs(raw))
+    section.add(
+        f"raw aiobotocore multipart ({part_size // MIB} MiB parts, 10 in flight, as tusd)",
+        "MB/s",
+        _runs(lambda i: raw(i, window=10)),
+    )
+
+    with tusd(env, part_size) as base_url, httpx.Client(timeout=600) as http:
+
+        def tus(_: int) -> float:
+            started = time.perf_counter()
+            _tus_upload(http, base_url, path, size)
+            elapsed = time.perf_counter() - started
+            env.empty_bucket()
+            return mbps(elapsed)
+
+        section.add("tusd (S3 store, 64 MiB PATCHes)", "MB/s", _runs(tus))
+
+    for figure in section.figures[:4]:
+        section.ratios[f"{figure.name} / raw"] = section.median(figure.name) / section.median(
+            raw_name
+        )
+        section.ratios[f"{figure.name} / tusd"] = section.median(figure.name) / section.median(
+            section.figures[-1].name
+        )
+    section.notes += [
+        f"File: a real 1 s H.264 MP4 padded with one trailing `free` box to {size} bytes "
+        "(a valid video PyAV accepts); client and every server on 127.0.0.1.",
+        "vidscan: time from CreateUploadSession to the UploadResult (SHA-256, sniffing, box "
+        "walk, spool, S3 parts, PyAV validation, complete, DB row); no Triton, so the "
+        "result comes back PROCESSING without waiting for analysis.",
+        f"Raw and tusd upload the same file to the same MinIO; tusd {_tusd_version()} runs "
+        f"with -s3-part-size {part_size} (the server's part size) and its default content "
+        "hashes; the tus client POSTs the creation, then PATCHes 64 MiB requests with "
+        "Upload-Offset.",
+    ]
+    return section
+
+
+def _runs(measure: object) -> list[float]:
+    return [measure(i) for i in range(RUNS)]  # type: ignore[operator]
+
+
+async def _raw_multipart(env: Env, path: Path, part_size: int, window: int) -> float:
+    async with env.s3_client() as s3:
+        started = time.perf_counter()
+        key = f"raw/{os.urandom(6).hex()}.mp4"
+        upload = await s3.create_multipart_upload(Bucket=BUCKET, Key=key, ContentType="video/mp4")
+        upload_id = upload["UploadId"]
+        in_flight: list[asyncio.Task[dict[str, object]]] = []
+        parts: list[dict[str, object]] = []
+
+        async def send(number: int, data: bytes) -> dict[str, object]:
+            response = await s3.upload_part(
+                Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+            )
+            return {"PartNumber": number, "ETag": response["ETag"]}
+
+        with path.open("rb") as source:
+            number = 1
+            while data := source.read(part_size):
+                if len(in_flight) >= window:
+                    parts.append(await in_flight.pop(0))
+                in_flight.append(asyncio.create_task(send(number, data)))
+                number += 1
+        parts += [await task for task in in_flight]
+        await s3.complete_multipart_upload(
+            Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
+        return time.perf_counter() - started
+
+
+class tusd:
+    """tusd on a free loopback port, storing into the bench bucket on MinIO."""
+
+    def __init__(self, env: Env, part_size: int) -> None:
+        self.env = env
+        self.part_size = part_size
+
+    def __enter__(self) -> str:
+        port = free_port()
+        self.log = (self.env.workdir / "tusd.log").open("ab")
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": self.env.minio.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.env.minio.secret_key,
+            "AWS_REGION": self.env.minio.region,
+        }
+        argv = [
+            str(go_tool("tusd")),
+            "-host=127.0.0.1",
+            f"-port={port}",
+            f"-s3-bucket={BUCKET}",
+            f"-s3-endpoint={self.env.minio.endpoint_url}",
+            f"-s3-part-size={self.part_size}",
+            f"-s3-min-part-size={self.part_size}",
+            "-s3-object-prefix=tus/",
+            "-verbose=false",
+            "-show-greeting=false",
+        ]
+        self.process = subprocess.Popen(argv, env=env, stdout=self.log, stderr=self.log)
+        base = f"http://127.0.0.1:{port}/files/"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.options(base, headers={"Tus-Resumable": "1.0.0"}, timeout=2)
+                return base
+            except httpx.HTTPError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("tusd did not start") from None
+                time.sleep(0.1)
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+def _tus_upload(http: httpx.Client, base_url: str, path: Path, size: int) -> None:
+    """A minimal tus 1.0 client: creation, then PATCHes that carry Upload-Offset."""
+    tus = {"Tus-Resumable": "1.0.0"}
+    created = http.post(base_url, headers={**tus, "Upload-Length": str(size)})
+    assert created.status_code == 201, created.text
+    location = str(httpx.URL(base_url).join(created.headers["Location"]))
+    offset = 0
+    with path.open("rb", buffering=0) as source:
+        while offset < size:
+            length = min(TUS_PATCH, size - offset)
+
+            def body(length: int = length) -> object:
+                left = length
+                while left:
+                    piece = source.read(min(MIB, left))
+                    left -= len(piece)
+                    yield piece
+
+            response = http.patch(
+                location,
+                content=body(),
+                headers={
+                    **tus,
+                    "Upload-Offset": str(offset),
+                    "Content-Type": "application/offset+octet-stream",
+                    "Content-Length": str(length),
+                },
+            )
+            assert response.status_code == 204, response.text
+            offset = int(response.headers["Upload-Offset"])
+    assert offset == size
+
+
+def _tusd_version() -> str:
+    return go_module_version(go_tool("tusd"))
