@@ -139,13 +139,16 @@ async def drop_mid_stream(
         paused.release.set()
         channel.close()
 
-    async def suspended() -> bool:
-        status = await client.status(session_id)
-        return status.session.committed_bytes > 0
+    # Parts are committed while the stream runs and the tail when it is suspended:
+    # wait until the committed count has settled (unchanged for half a second).
+    seen: list[int] = []
 
-    await wait_for(suspended)
-    # Wait for the lock to be released too: a new stream is accepted.
-    return int((await client.status(session_id)).session.committed_bytes)
+    async def settled() -> bool:
+        seen.append(int((await client.status(session_id)).session.committed_bytes))
+        return len(seen) >= 6 and seen[-1] > 0 and len(set(seen[-6:])) == 1
+
+    await wait_for(settled)
+    return seen[-1]
 
 
 async def test_dropped_stream_is_suspended_and_resumed(
