@@ -28,12 +28,12 @@ def main() -> int:
     chosen = args.only or list(SCENARIOS)
 
     from bench import report
-    from bench.common import RESULTS, Section, services
+    from bench.common import Section, services
 
     started = time.monotonic()
     load_at_start = report.load_average()
     sections: dict[str, Section | dict[str, object]] = {}
-    previous = RESULTS / "latest.json"
+    previous = report.output_dir(args.quick) / "latest.json"
     if args.only and previous.is_file():  # keep the other scenarios' last results
         sections.update(json.loads(previous.read_text()).get("scenarios", {}))
     triton_version = ""
@@ -41,7 +41,7 @@ def main() -> int:
     with services(quick=args.quick) as env:
         for name in chosen:
             print(f"bench: {name} ...", flush=True)
-            began = time.monotonic()
+            began, load_before = time.monotonic(), report.load_average()
             try:
                 section = importlib.import_module(f"bench.{name}").run(env)
             except Exception as exc:
@@ -50,6 +50,9 @@ def main() -> int:
                 sections[name] = {"title": name, "error": f"{type(exc).__name__}: {exc}"}
                 continue
             section.extra["seconds"] = round(time.monotonic() - began)
+            section.extra["load average before / after"] = (
+                f"{load_before} | {report.load_average()}"
+            )
             triton_version = section.extra.get("triton_version", triton_version)
             sections[name] = section
             print(f"bench: {name} done in {time.monotonic() - began:.0f} s", flush=True)
@@ -61,6 +64,9 @@ def main() -> int:
             for ratio, value in section.ratios.items():
                 print(f"  {ratio}: {value:.2f}")
     ordered = {k: sections[k] for k in SCENARIOS if k in sections}
+    earlier = sections.get("analysis")
+    if not triton_version and isinstance(earlier, dict):  # kept from an earlier run
+        triton_version = earlier.get("extra", {}).get("triton_version", "")
     command = (
         "python -m bench"
         + (" --quick" if args.quick else "")

@@ -4,9 +4,8 @@ A session takes one upload, and only the server makes session ids, so the data f
 is a ghz template that picks session number ``.RequestNumber`` (0..N-1) out of an
 inline list (sprig's ``splitList``); run ghz with ``-n N`` to use each once.
 
-    python -m bench.ghz_sessions --target HOST:PORT --token TOKEN -n 300 \\
-        --out upload.json --protoset vidscan.protoset
-    VIDSCAN_TOKEN=TOKEN ghz --config bench/ghz/upload-video.json --protoset vidscan.protoset \\
+    python -m bench.ghz_sessions --target HOST:PORT --token TOKEN -n 300 --out upload.json
+    VIDSCAN_TOKEN=TOKEN ghz --config bench/ghz/upload-video.json \\
         --data-file upload.json -n 300 -c 10 HOST:PORT
 
 Only grpcio and the generated stubs are needed (no test helpers).
@@ -23,8 +22,6 @@ from pathlib import Path
 import grpc
 from vidscan.v1 import upload_pb2, upload_pb2_grpc
 
-SERVICE = "vidscan.v1.UploadService"
-
 
 def create_sessions(target: str, token: str, count: int, *, secure: bool = False) -> list[str]:
     credentials = grpc.ssl_channel_credentials() if secure else None
@@ -39,41 +36,6 @@ def create_sessions(target: str, token: str, count: int, *, secure: bool = False
             str(stub.CreateUploadSession(request, metadata=metadata).session.session_id)
             for _ in range(count)
         ]
-
-
-def fetch_protoset(target: str, service: str, out: Path, *, secure: bool = False) -> Path:
-    """Writes a FileDescriptorSet for ``service`` pulled through the server's reflection.
-
-    ghz's own reflection asks for the *method* symbol (pkg.Service.Method); grpcio's
-    reflection service looks symbols up in the upb descriptor pool, which resolves
-    services but not methods, and answers NOT_FOUND "Symbol not found". Asking by
-    service name works, so the descriptors still come from the server, not from protos.
-    """
-    from google.protobuf import descriptor_pb2
-    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
-        ProtoReflectionDescriptorDatabase,
-    )
-
-    credentials = grpc.ssl_channel_credentials() if secure else None
-    channel = (
-        grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
-    )
-    ordered: list[descriptor_pb2.FileDescriptorProto] = []
-    seen: set[str] = set()
-    with channel:
-        database = ProtoReflectionDescriptorDatabase(channel)
-
-        def add(proto: descriptor_pb2.FileDescriptorProto) -> None:
-            if proto.name in seen:
-                return
-            seen.add(proto.name)
-            for dependency in proto.dependency:
-                add(database.FindFileByName(dependency))
-            ordered.append(proto)  # dependencies first
-
-        add(database.FindFileContainingSymbol(service))
-    out.write_bytes(descriptor_pb2.FileDescriptorSet(file=ordered).SerializeToString())
-    return out
 
 
 def data_template(sessions: list[str], video: bytes, filename: str = "clip.mp4") -> str:
@@ -104,13 +66,7 @@ def main() -> None:
     parser.add_argument("--video", type=Path, help="the clip to upload (default: a 1 s test clip)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--tls", action="store_true")
-    parser.add_argument(
-        "--protoset", type=Path, help="also write the UploadService descriptors here (for ghz)"
-    )
     args = parser.parse_args()
-    if args.protoset:
-        fetch_protoset(args.target, SERVICE, args.protoset, secure=args.tls)
-        print(f"{args.protoset}: descriptors of {SERVICE} from the server's reflection")
     if args.video is None:
         import sys
 

@@ -10,24 +10,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, Env, Section, go_module_version, go_tool, small_clip, vidscan
-from bench.ghz_sessions import SERVICE, create_sessions, data_template, fetch_protoset
+from bench.ghz_sessions import create_sessions, data_template
 
 RUNS = 3
 CONCURRENCY = (10, 50)
 CONFIGS = REPO / "bench" / "ghz"
 
 
-def _ghz(config: str, target: str, token: str, protoset: Path, *args: str) -> dict[str, Any]:
-    argv = [
-        str(go_tool("ghz")),
-        *("--config", str(CONFIGS / config), "--protoset", str(protoset), "-O", "json"),
-        *args,
-        target,
-    ]
+def _ghz(config: str, target: str, token: str, *args: str) -> dict[str, Any]:
+    argv = [str(go_tool("ghz")), "--config", str(CONFIGS / config), "-O", "json", *args, target]
     done = subprocess.run(
         argv, capture_output=True, text=True, env={**os.environ, "VIDSCAN_TOKEN": token}
     )
@@ -67,14 +61,12 @@ def run(env: Env) -> Section:
     clip = small_clip()
     data_file = env.workdir / "ghz-upload.json"
     with vidscan(env, "load") as server:
-        protoset = fetch_protoset(server.target, SERVICE, env.workdir / "vidscan.protoset")
         for c in CONCURRENCY:
             reports = [
                 _ghz(
                     "create-session.json",
                     server.target,
                     server.token,
-                    protoset,
                     "-c",
                     str(c),
                     "-n",
@@ -93,7 +85,6 @@ def run(env: Env) -> Section:
                         "upload-video.json",
                         server.target,
                         server.token,
-                        protoset,
                         "-c",
                         str(c),
                         "-n",
@@ -109,10 +100,8 @@ def run(env: Env) -> Section:
     for key, count in section.extra.get("errors", {}).items():
         section.notes.append(f"error x{count}: {key}")
     section.notes += [
-        f"ghz {go_module_version(go_tool('ghz'))}, one connection; configs in bench/ghz/. "
-        "Descriptors come from the server's reflection, handed to ghz as a protoset: ghz's "
-        "own reflection asks for the method symbol, which grpcio-reflection cannot resolve "
-        "(NOT_FOUND 'Symbol not found: vidscan.v1.UploadService.CreateUploadSession').",
+        f"ghz {go_module_version(go_tool('ghz'))}, one connection, through the server's "
+        "reflection (no proto files); configs in bench/ghz/.",
         "Latencies are per call. UploadVideo sends header, the clip, a 26-byte `free` box "
         "that makes every upload unique, finish_write; it covers the media checks (PyAV "
         "worker processes), the S3 multipart upload and the DB row. No Triton: uploads "

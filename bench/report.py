@@ -14,7 +14,7 @@ from typing import Any
 
 from support.services import find_binary, tools_dir
 
-from bench.common import RESULTS, Section, go_module_version
+from bench.common import CACHE, RESULTS, Section, go_module_version
 
 
 def machine(triton_version: str = "", load_at_start: str = "") -> dict[str, Any]:
@@ -73,6 +73,12 @@ def _commit() -> str:
     return (git("rev-parse", "--short", "HEAD") or "unknown") + dirty
 
 
+def output_dir(quick: bool) -> Path:
+    """bench/results/ for real runs; quick runs go to the gitignored tmp/ beside it, so
+    that a smoke test never overwrites the figures worth committing."""
+    return CACHE if quick else RESULTS
+
+
 def write(
     sections: dict[str, Section | dict[str, Any]],
     *,
@@ -83,7 +89,8 @@ def write(
 ) -> tuple[Path, Path]:
     """Writes latest.json and latest.md. Sections given as dicts are kept as they were
     (from an earlier run, when ``--only`` re-ran some scenarios)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    where = output_dir(quick)
+    where.mkdir(parents=True, exist_ok=True)
     doc = {
         "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command,
@@ -95,9 +102,9 @@ def write(
             for key, value in sections.items()
         },
     }
-    json_path = RESULTS / "latest.json"
+    json_path = where / "latest.json"
     json_path.write_text(json.dumps(doc, indent=2) + "\n")
-    md_path = RESULTS / "latest.md"
+    md_path = where / "latest.md"
     md_path.write_text(markdown(doc))
     return json_path, md_path
 
@@ -146,10 +153,13 @@ def markdown(doc: dict[str, Any]) -> str:
         if "error" in section:
             lines += [f"**Failed:** `{section['error']}`", ""]
             continue
-        took = section.get("extra", {}).get("seconds")
+        extra = section.get("extra", {})
+        took, load = extra.get("seconds"), extra.get("load average before / after")
         lines += [
             f"Scenario `{key}`, measured {section.get('generated', doc['generated'])}"
-            + (f" in {took} s." if took is not None else "."),
+            + (f" in {took} s" if took is not None else "")
+            + (f"; load average (1/5/15 min) before | after: {load}" if load else "")
+            + ".",
             "",
             "| measurement | median | min | max | unit | runs |",
             "|---|---:|---:|---:|---|---:|",
