@@ -25,8 +25,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+
+from support.stoppable import Stoppable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_DIR = REPO_ROOT / "gateway"
@@ -109,7 +109,7 @@ def _http_status(host: str, port: int, path: str) -> int | None:
 
 
 @dataclass(kw_only=True)
-class Gateway:
+class Gateway(Stoppable):
     """A running gateway; ``base_url`` is ``http://127.0.0.1:PORT``."""
 
     process: subprocess.Popen[bytes] = field(repr=False)
@@ -143,17 +143,6 @@ class Gateway:
                 self.process.kill()
                 self.process.wait()
         shutil.rmtree(self.tempdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def start_gateway(

@@ -23,8 +23,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
+
+from support.stoppable import Stoppable
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -79,7 +80,7 @@ def _version_key(path: str) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Server:
+class _Server(Stoppable):
     """A running server process plus the temp dir it owns; usable as a context manager."""
 
     process: subprocess.Popen[bytes] = field(repr=False)
@@ -90,17 +91,6 @@ class _Server:
         """Stop the process (see _terminate), then delete its temp dir. Idempotent."""
         _terminate(self.process, self.stop_signal)
         shutil.rmtree(self.tempdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @dataclass(frozen=True, kw_only=True)

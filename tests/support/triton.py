@@ -31,10 +31,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 import tritonclient.grpc as grpcclient
+
+from support.stoppable import Stoppable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "models" / "build_reference_models.py"
@@ -97,7 +98,7 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-class TritonServer:
+class TritonServer(Stoppable):
     """A tritonserver child process (its own process group) bound to 127.0.0.1."""
 
     def __init__(
@@ -275,17 +276,6 @@ class TritonServer:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> TritonServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def start_triton(
