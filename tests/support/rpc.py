@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,19 +34,6 @@ def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
     message = struct_pb2.Struct()
     message.update(value)
     return message
-
-
-async def stream(
-    first: upload_pb2.UploadVideoRequest, data: bytes | Iterable[bytes], chunk: int = CHUNK
-) -> AsyncIterator[upload_pb2.UploadVideoRequest]:
-    yield first
-    pieces = (
-        (data[i : i + chunk] for i in range(0, len(data), chunk))
-        if isinstance(data, bytes)
-        else data
-    )
-    for piece in pieces:
-        yield upload_pb2.UploadVideoRequest(chunk=piece)
 
 
 def _messages(

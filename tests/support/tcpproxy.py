@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from types import TracebackType
+
+from support.stoppable import Stoppable
 
 
 class _Pair:
@@ -29,7 +30,7 @@ class _Pair:
             return self._open_pumps == 0
 
 
-class TcpProxy:
+class TcpProxy(Stoppable):
     """Forwards 127.0.0.1:<port> to ``upstream`` ("host:port"); ``cut()`` drops every
     connection in flight while new ones keep being accepted."""
 
@@ -112,7 +113,7 @@ class TcpProxy:
             pair.shutdown()
         return len(pairs)
 
-    def close(self) -> None:
+    def stop(self) -> None:
         self._stopping.set()
         self._acceptor.join(5)
         self._listener.close()
@@ -121,14 +122,3 @@ class TcpProxy:
             threads = list(self._threads)
         for thread in threads:
             thread.join(5)
-
-    def __enter__(self) -> TcpProxy:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
