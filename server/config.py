@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from server.faults import parse_fault_points
+
 MIB = 1024 * 1024
 
 DEFAULT_MAX_UPLOAD_BYTES = 500 * MIB
@@ -80,6 +82,9 @@ class Settings(BaseSettings):
     media_memory_limit_bytes: int = 4096 * MIB
     # Test-only fault injection in the media worker: "", "crash" or "hang".
     media_fault_injection: str = ""
+    # Test-only fault injection at the upload's finish line (server/faults.py), e.g.
+    # "recorded=kill" or "before-record=wait:/tmp/gate". Empty in production.
+    fault_points: str = ""
 
     # Detection (Triton) and the analysis lifecycle
     default_model: str = "frame_ensemble"
@@ -110,6 +115,12 @@ class Settings(BaseSettings):
     def _long_enough(cls, value: SecretStr) -> SecretStr:
         if len(value.get_secret_value().encode()) < 32:
             raise ValueError("jwt_secret must be at least 32 bytes for HS256")
+        return value
+
+    @field_validator("fault_points")
+    @classmethod
+    def _known_fault_points(cls, value: str) -> str:
+        parse_fault_points(value)  # raises ValueError naming what is wrong
         return value
 
     @field_validator("aggregation")

@@ -15,7 +15,7 @@
      │                                                   MODEL_NOT_ALLOWED
      ├── IncompleteUpload             INVALID_ARGUMENT   UPLOAD_INCOMPLETE
      ├── OffsetMismatch               OUT_OF_RANGE       INVALID_OFFSET
-     ├── SessionBusy                  ABORTED            SESSION_BUSY
+     ├── SessionBusy                  ABORTED            SESSION_BUSY, SESSION_LOCK_LOST
      ├── QuotaExceeded                RESOURCE_EXHAUSTED QUOTA_EXCEEDED
      ├── Cancelled                    CANCELLED          UPLOAD_CANCELLED
      ├── Unavailable                  UNAVAILABLE        STORAGE_UNAVAILABLE, DATABASE_UNAVAILABLE,
@@ -59,6 +59,7 @@ class Reason(StrEnum):
     UPLOAD_INCOMPLETE = "UPLOAD_INCOMPLETE"
     INVALID_OFFSET = "INVALID_OFFSET"
     SESSION_BUSY = "SESSION_BUSY"
+    SESSION_LOCK_LOST = "SESSION_LOCK_LOST"
     QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
     UPLOAD_CANCELLED = "UPLOAD_CANCELLED"
     STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"

@@ -22,7 +22,8 @@ from grpc_reflection.v1alpha import reflection
 from vidscan.v1 import analysis_pb2, analysis_pb2_grpc, upload_pb2, upload_pb2_grpc
 
 from server.analysis.analyzer import AnalysisRules, AnalysisWorker, Analyzer
-from server.analysis.queue import JobQueue, MemoryQueue, RedisStreamQueue
+from server.analysis.queue import MemoryQueue, RecoverableQueue, RedisStreamQueue
+from server.analysis.recovery import QueueRecovery
 from server.analysis.stage import AnalysisStage
 from server.api.analysis_servicer import AnalysisServicer
 from server.api.reflection import enable_reflection
@@ -36,6 +37,7 @@ from server.db.migrate import upgrade_to_head
 from server.db.repository import Repository
 from server.detection.triton import TritonDetector, TritonOptions
 from server.errors import VidscanError
+from server.faults import FaultPoints, parse_fault_points
 from server.janitor import Janitor
 from server.lifecycle import Admission
 from server.media.isolation import MediaInspector, MediaWorkerConfig
@@ -57,6 +59,11 @@ SERVICE_NAMES = (
 DETECTOR_HEALTH = "vidscan.detector"
 DETECTOR_RETRY_SECONDS = 5.0
 RECOVERY_INTERVAL_SECONDS = 30.0
+# The janitor leaves alone what is younger than the session TTL plus this: a stream
+# that began just before its session expired may still be finishing.
+JANITOR_GRACE_SECONDS = 600
+# An analysis younger than this may simply not be enqueued yet by its upload.
+RECOVERY_MIN_AGE_SECONDS = 30.0
 # How long shutdown waits for analysis workers to finish the job in hand.
 WORKER_STOP_SECONDS = 15.0
 
@@ -74,7 +81,7 @@ class Core:
     store: ObjectStore
     sessions: SessionStore
     media: MediaInspector
-    queue: JobQueue
+    queue: RecoverableQueue
     detector: TritonDetector | None
     analyzer: Analyzer | None
     closers: list[Closer] = field(default_factory=list)
@@ -121,12 +128,19 @@ def build_sessions(settings: Settings, clock: Clock) -> SessionStore:
     return MemorySessionStore(clock=clock)
 
 
-def build_queue(settings: Settings) -> JobQueue:
+def build_queue(settings: Settings) -> RecoverableQueue:
     if settings.redis_url:
         return RedisStreamQueue.from_url(
             settings.redis_url, reclaim_after_seconds=settings.analysis_reclaim_seconds
         )
     return MemoryQueue()
+
+
+def fault_points(settings: Settings) -> FaultPoints:
+    faults = parse_fault_points(settings.fault_points)
+    if settings.fault_points:
+        log.warning("FAULT INJECTION IS ON (VIDSCAN_FAULT_POINTS=%s)", settings.fault_points)
+    return faults
 
 
 def token_authority(settings: Settings, clock: Clock = system_clock) -> TokenAuthority:
@@ -229,17 +243,6 @@ async def _keep_detector_loaded(
         await asyncio.sleep(DETECTOR_RETRY_SECONDS)
 
 
-async def _recover_unfinished(core: Core) -> None:
-    """The in-memory queue forgets its jobs on restart; the database does not."""
-    while True:
-        try:
-            for analysis_id in await core.analyses.unfinished():
-                await core.queue.enqueue(analysis_id)
-        except VidscanError:
-            log.exception("recovery sweep failed; will retry")
-        await asyncio.sleep(RECOVERY_INTERVAL_SECONDS)
-
-
 def start_workers(core: Core, *, count: int) -> None:
     if core.analyzer is None or count == 0:
         return
@@ -259,8 +262,22 @@ def start_workers(core: Core, *, count: int) -> None:
                 )
             )
         )
-    if isinstance(core.queue, MemoryQueue):
-        core.spawn(_recover_unfinished(core))
+    core.spawn(
+        queue_recovery(core).run_forever(
+            stop=core.stopping, interval_seconds=RECOVERY_INTERVAL_SECONDS
+        )
+    )
+
+
+def queue_recovery(core: Core) -> QueueRecovery:
+    """Re-queues analyses that need a worker but have no job (a failed enqueue, a
+    Redis that lost its data, the in-memory queue of a restarted process)."""
+    return QueueRecovery(
+        analyses=core.analyses,
+        queue=core.queue,
+        clock=core.clock,
+        min_age=timedelta(seconds=RECOVERY_MIN_AGE_SECONDS),
+    )
 
 
 @dataclass
@@ -300,6 +317,7 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
             lock_seconds=settings.stream_lock_seconds,
         ),
         clock=clock,
+        faults=fault_points(settings),
     )
     auth = token_authority(settings, clock)
     admission = Admission()
@@ -366,8 +384,9 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
         store=core.store,
         repository=core.repository,
         spool_dir=settings.data_dir / "spool",
-        max_age=timedelta(seconds=settings.session_ttl_seconds),
+        max_age=timedelta(seconds=settings.session_ttl_seconds + JANITOR_GRACE_SECONDS),
         clock=clock,
+        recovery=queue_recovery(core),
     )
     core.spawn(janitor.run_forever(interval_seconds=settings.janitor_interval_seconds))
     return App(

@@ -6,9 +6,10 @@ is exactly what a refused upload looks like.
 
 Resumption follows google.bytestream: after a transient failure the client asks
 ``GetUploadSession`` for ``committed_bytes`` and sends the rest of the file from that
-offset with ``write_offset`` set to it. (Today's server commits nothing before the
-end of a stream, so a resumed upload starts again at 0; the same code continues from
-the middle once the server keeps partial uploads.)
+offset with ``write_offset`` set to it. When the server refuses an offset
+(INVALID_OFFSET) it names the one it expects (``expected_offset``), and the client
+resumes from exactly that. A session whose bytes are all stored (sealed) is
+finished by a stream that sends no data, only ``finish_write``.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ SESSION_COMPLETED = "SESSION_COMPLETED"
 _TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 # UPLOAD_INCOMPLETE: the stream was cut before finish_write; the session can be written
 # again. SESSION_BUSY: the server is still cleaning up the stream that was cut.
-_TRANSIENT_REASONS = frozenset({"UPLOAD_INCOMPLETE", "SESSION_BUSY"})
+_TRANSIENT_REASONS = frozenset({"UPLOAD_INCOMPLETE", "SESSION_BUSY", "SESSION_LOCK_LOST"})
 # Transport failures (a reset connection, RST_STREAM) carry no server ErrorInfo.
 _TRANSPORT_CODES = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 
@@ -371,11 +372,11 @@ class VidscanClient:
                 attempt += 1
                 if attempt > max_retries:
                     raise
-                delay = self.backoff.delay(attempt)
+                offset = resume_offset_from(error, total)
+                delay = 0.0 if offset is not None else self.backoff.delay(attempt)
                 if on_retry is not None:
                     on_retry(attempt, error, delay)
                 time.sleep(delay)
-                offset = None
 
     def _resume_offset(self, session_id: str, total: int) -> int:
         """Where a resumed stream starts: the session's committed offset."""
@@ -466,6 +467,19 @@ def _requests(
         attempt.error = error
         return
     yield upload_pb2.UploadVideoRequest(finish_write=True)
+
+
+def resume_offset_from(error: VidscanError, total: int) -> int | None:
+    """The offset the server said it expects (INVALID_OFFSET carries it as
+    ``expected_offset``): the next stream starts there at once. None when the error
+    names none, and the session must be asked (GetUploadSession)."""
+    if error.reason != "INVALID_OFFSET":
+        return None
+    try:
+        expected = int(error.metadata.get("expected_offset", ""))
+    except ValueError:
+        return None
+    return expected if 0 <= expected <= total else None
 
 
 def _sha256(path: Path, chunk_size: int) -> str:

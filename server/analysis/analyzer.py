@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from server.analysis.queue import JobQueue
+from server.analysis.queue import Job, JobQueue, retry_delay
 from server.db.analyses import TERMINAL, AnalysisRepository
 from server.db.models import AnalysisRow
 from server.detection.aggregate import aggregate
@@ -191,27 +191,39 @@ class AnalysisWorker:
 
     async def run_forever(self, *, stop: asyncio.Event, retry_delay_seconds: float = 5.0) -> None:
         """Runs until ``stop`` is set; a job in hand is finished first. (Cancelling a
-        worker blocked in a queue read would drop that connection mid-command.)"""
+        worker blocked in a queue read would drop that connection mid-command.)
+
+        A job that cannot run now (Triton unavailable, or another worker holds the
+        analysis) comes back after ``retry_delay_seconds``, doubling per retry."""
         while not stop.is_set():
             try:
                 job = await self._queue.receive(consumer=self._name, wait_seconds=1.0)
-                if job is None:
-                    continue
-                current = await self._analyses.get(job.analysis_id)
-                if current is None or current.status in TERMINAL:
-                    await self._queue.ack(job)
-                    continue
-                try:
-                    row = await self._analyzer.run(job.analysis_id)
-                except Unavailable as exc:
-                    log.warning("analysis %s postponed: %s", job.analysis_id, exc.message)
-                    await self._queue.retry_later(job, delay_seconds=retry_delay_seconds)
-                    continue
-                if row is not None and row.status in TERMINAL:
-                    await self._queue.ack(job)
-                else:  # held by another worker: look again later
-                    await self._queue.retry_later(job, delay_seconds=retry_delay_seconds)
+                if job is not None:
+                    await self._handle(job, retry_delay_seconds=retry_delay_seconds)
             except VidscanError:
                 log.exception("analysis worker %s: queue trouble; retrying", self._name)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), retry_delay_seconds)
+
+    async def _handle(self, job: Job, *, retry_delay_seconds: float) -> None:
+        current = await self._analyses.get(job.analysis_id)
+        if current is None or current.status in TERMINAL:
+            await self._queue.ack(job)
+            return
+        delay = retry_delay(job.retries, base_seconds=retry_delay_seconds)
+        try:
+            row = await self._analyzer.run(job.analysis_id)
+        except Unavailable as exc:
+            log.warning(
+                "analysis %s postponed %.1fs (retry %d): %s",
+                job.analysis_id,
+                delay,
+                job.retries + 1,
+                exc.message,
+            )
+            await self._queue.retry_later(job, delay_seconds=delay)
+            return
+        if row is not None and row.status in TERMINAL:
+            await self._queue.ack(job)
+        else:  # held by another worker: look again later
+            await self._queue.retry_later(job, delay_seconds=delay)

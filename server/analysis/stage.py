@@ -60,8 +60,10 @@ class AnalysisStage:
         return requested
 
     async def after_upload(self, stored: StoredUpload) -> AnalysisRow:
-        if stored.deduplicated or stored.spool_path is None:
+        if stored.deduplicated:
             return stored.analysis  # the existing video's analysis, run or running
+        if stored.analysis.status in TERMINAL:
+            return stored.analysis  # a finish that was resumed after its analysis ran
         analysis_id = stored.analysis.id
         try:
             await self._queue.enqueue(analysis_id)
@@ -69,7 +71,8 @@ class AnalysisStage:
             # The row is PENDING in the database; the recovery sweep will queue it.
             log.exception("could not enqueue analysis %s", analysis_id)
         if self._analyzer is None or self._budget <= 0:
-            await asyncio.to_thread(stored.spool_path.unlink, True)
+            if stored.spool_path is not None:
+                await asyncio.to_thread(stored.spool_path.unlink, True)
             return await self._estimated(stored.analysis)
         deadline = asyncio.get_running_loop().time() + self._budget
         task = asyncio.create_task(self._run_inline(analysis_id, stored.spool_path))
@@ -92,7 +95,9 @@ class AnalysisStage:
             return row
         return await self._estimated(row or stored.analysis)
 
-    async def _run_inline(self, analysis_id: str, spool: Path) -> AnalysisRow | None:
+    async def _run_inline(self, analysis_id: str, spool: Path | None) -> AnalysisRow | None:
+        """Runs the analysis here; without a local copy the analyzer fetches the
+        object (a sealed upload finished on another replica than received it)."""
         assert self._analyzer is not None
         try:
             return await self._analyzer.run(analysis_id, local_path=spool)
@@ -100,7 +105,8 @@ class AnalysisStage:
             log.warning("analysis %s left to the workers: %s", analysis_id, exc.message)
             return None
         finally:
-            await asyncio.to_thread(spool.unlink, True)
+            if spool is not None:
+                await asyncio.to_thread(spool.unlink, True)
 
     async def _estimated(self, row: AnalysisRow) -> AnalysisRow:
         with contextlib.suppress(VidscanError):

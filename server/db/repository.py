@@ -3,11 +3,18 @@
 Quota is reserved with one conditional UPDATE (``remaining > 0``), which is atomic
 on both PostgreSQL (row lock) and SQLite (database lock): with quota N and 2N racing
 uploads exactly N reservations succeed.
+
+Recording an upload is idempotent per upload session (``videos.session_id`` is
+unique): a transaction whose COMMIT acknowledgement was lost is resolved by running
+it again, which finds the row instead of writing a second one; and a session whose
+video exists never reserves another unit. A session's unit is spent exactly once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -26,6 +33,15 @@ class Repository:
         self._clock = clock
         self._default_quota = default_quota
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    def _insert(self) -> Any:
+        """INSERT with ON CONFLICT for the engine's dialect."""
+        dialect = self._engine.dialect.name
+        if dialect == "postgresql":
+            return pg_insert
+        if dialect == "sqlite":
+            return sqlite_insert
+        raise RuntimeError(f"unsupported database dialect {dialect}")  # pragma: no cover
 
     async def _ensure_quota_row(self, conn: AsyncConnection, user_id: str) -> None:
         values = {"user_id": user_id, "remaining": self._default_quota, "updated_at": self._clock()}
@@ -46,6 +62,9 @@ class Repository:
                 )
             )
             if held is not None:  # a resumed upload keeps the unit its session holds
+                return
+            spent = await conn.scalar(select(VideoRow.id).where(VideoRow.session_id == session_id))
+            if spent is not None:  # recorded already (a finish that crashed): spent once
                 return
             await self._ensure_quota_row(conn, user_id)
             result = await conn.execute(
@@ -87,18 +106,51 @@ class Repository:
             )
             return True
 
-    async def record_upload(self, *, video: VideoRow, analysis: AnalysisRow) -> None:
+    async def record_upload(
+        self, *, video: VideoRow, analysis: AnalysisRow
+    ) -> tuple[VideoRow, AnalysisRow]:
         """Writes the video and its first analysis and spends the reserved quota unit,
-        all in one transaction: either everything lands or nothing does."""
+        all in one transaction: either everything lands or nothing does. Idempotent
+        per upload session: if the session's video is already recorded (an earlier
+        attempt committed, its acknowledgement lost), nothing is written and the
+        recorded rows are returned."""
+        values = {attr.key: getattr(video, attr.key) for attr in VideoRow.__mapper__.column_attrs}
         async with map_db_errors("record upload"), self._sessions.begin() as session:
-            session.add(video)
-            await session.flush()
-            session.add(analysis)
-            await session.execute(
-                delete(QuotaReservationRow).where(
-                    QuotaReservationRow.session_id == video.session_id
+            inserted = (
+                await session.execute(
+                    self._insert()(VideoRow)
+                    .values(**values)
+                    .on_conflict_do_nothing(index_elements=["session_id"])
+                    .returning(VideoRow.id)
                 )
+            ).first()
+            if inserted is not None:
+                session.add(analysis)
+                await session.execute(
+                    delete(QuotaReservationRow).where(
+                        QuotaReservationRow.session_id == video.session_id
+                    )
+                )
+                return video, analysis
+        recorded = await self.recorded_upload(session_id=video.session_id)
+        if recorded is None:  # pragma: no cover - the conflict row cannot vanish
+            raise RuntimeError(f"session {video.session_id} conflicts but has no video")
+        return recorded
+
+    async def recorded_upload(self, *, session_id: str) -> tuple[VideoRow, AnalysisRow] | None:
+        """The video an upload session recorded and its first analysis, if any."""
+        async with map_db_errors("read recorded upload"), self._sessions() as session:
+            video = await session.scalar(select(VideoRow).where(VideoRow.session_id == session_id))
+            if video is None:
+                return None
+            analysis = await session.scalar(
+                select(AnalysisRow)
+                .where(AnalysisRow.video_id == video.id)
+                .order_by(AnalysisRow.created_at)
+                .limit(1)
             )
+        assert analysis is not None, "every video is recorded with an analysis"
+        return video, analysis
 
     async def get_video(self, *, user_id: str, video_id: str) -> VideoRow | None:
         async with map_db_errors("read video"), self._sessions() as session:
@@ -106,9 +158,12 @@ class Repository:
                 select(VideoRow).where(VideoRow.id == video_id, VideoRow.user_id == user_id)
             )
 
-    async def find_video(self, *, user_id: str, file_hash: str, size: int) -> VideoRow | None:
+    async def find_video(
+        self, *, user_id: str, file_hash: str, size: int, other_than_session: str = ""
+    ) -> VideoRow | None:
         """This user's stored video with these bytes, if any. Never across users:
-        that would tell one user what another uploaded."""
+        that would tell one user what another uploaded. ``other_than_session``
+        leaves out the video that session itself recorded (it is no duplicate)."""
         async with map_db_errors("find duplicate"), self._sessions() as session:
             return await session.scalar(
                 select(VideoRow)
@@ -116,6 +171,7 @@ class Repository:
                     VideoRow.user_id == user_id,
                     VideoRow.file_hash == file_hash,
                     VideoRow.file_size == size,
+                    VideoRow.session_id != other_than_session,
                 )
                 .order_by(VideoRow.created_at)
                 .limit(1)
@@ -180,6 +236,37 @@ class Repository:
                 )
             )
             return list(rows)
+
+    async def keys_with_rows(self, keys: Sequence[str]) -> set[str]:
+        """Which of these object keys a video row points at (the janitor's check)."""
+        found: set[str] = set()
+        async with map_db_errors("match objects to videos"), self._sessions() as session:
+            for start in range(0, len(keys), 500):
+                batch = list(keys[start : start + 500])
+                found.update(
+                    await session.scalars(select(VideoRow.s3_key).where(VideoRow.s3_key.in_(batch)))
+                )
+        return found
+
+    async def videos_after(
+        self, *, after_id: str, limit: int, uploaded_before: datetime
+    ) -> list[tuple[str, str, str]]:
+        """(video id, object key, status) in id order after ``after_id``: the
+        janitor walks every row in pages to find rows whose object is missing."""
+        async with map_db_errors("list videos"), self._sessions() as session:
+            rows = await session.execute(
+                select(VideoRow.id, VideoRow.s3_key, VideoRow.status)
+                .where(VideoRow.id > after_id, VideoRow.uploaded_at < uploaded_before)
+                .order_by(VideoRow.id)
+                .limit(limit)
+            )
+            return [(str(r.id), str(r.s3_key), str(r.status)) for r in rows]
+
+    async def mark_video(self, *, video_id: str, status: str) -> None:
+        async with map_db_errors("mark video"), self._engine.begin() as conn:
+            await conn.execute(
+                update(VideoRow).where(VideoRow.id == video_id).values(status=status)
+            )
 
     async def ping(self) -> None:
         async with map_db_errors("ping"), self._engine.connect() as conn:

@@ -53,6 +53,19 @@ class MemorySessionStore:
         )
         return True
 
+    async def complete(self, session_id: str, *, video_id: str, committed_bytes: int) -> bool:
+        record = await self.get(session_id)
+        if record is None or record.state is not SessionState.ACTIVE:
+            return False
+        self._records[session_id] = replace(
+            record,
+            state=SessionState.COMPLETED,
+            video_id=video_id,
+            committed_bytes=max(committed_bytes, record.committed_bytes),
+            progress="",
+        )
+        return True
+
     async def acquire_lock(self, session_id: str, *, owner: str, ttl_seconds: float) -> bool:
         current = self._locks.get(session_id)
         now = self._now_ts()

@@ -67,6 +67,12 @@ class SessionStore(Protocol):
         with fewer bytes than already committed is refused (False)."""
         ...
 
+    async def complete(self, session_id: str, *, video_id: str, committed_bytes: int) -> bool:
+        """Finishes an ACTIVE session in one atomic change: state COMPLETED, the video
+        id, the final committed count, saved progress cleared. False if the session
+        was not ACTIVE (or is gone). A crash can never leave half of it written."""
+        ...
+
     async def acquire_lock(self, session_id: str, *, owner: str, ttl_seconds: float) -> bool:
         """Takes the one-stream-per-session lock; it expires by itself after ``ttl``
         so that a stream whose process died does not hold it forever."""

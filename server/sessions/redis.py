@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -20,6 +22,9 @@ from server.errors import Internal, Reason, Unavailable
 from server.sessions.port import RETENTION, SessionRecord, SessionState
 
 _PREFIX = "vidscan:session:"
+# A dropped pooled connection is retried once on a fresh one (see redis_client).
+RECONNECT_RETRIES = 1
+HEALTH_CHECK_SECONDS = 10
 
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -34,6 +39,15 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local current = tonumber(redis.call('HGET', KEYS[1], 'committed_bytes') or '0')
 if tonumber(ARGV[1]) < current then return 0 end
 redis.call('HSET', KEYS[1], 'committed_bytes', ARGV[1], 'progress', ARGV[2])
+return 1
+"""
+
+_COMPLETE = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'active' then return 0 end
+local current = tonumber(redis.call('HGET', KEYS[1], 'committed_bytes') or '0')
+local committed = math.max(tonumber(ARGV[2]), current)
+redis.call('HSET', KEYS[1], 'state', 'completed', 'video_id', ARGV[1],
+           'committed_bytes', tostring(committed), 'progress', '')
 return 1
 """
 
@@ -63,6 +77,23 @@ async def map_redis_errors(operation: str) -> AsyncIterator[None]:
         raise Internal(Reason.SESSION_STORE_ERROR, f"session store failed {operation}") from exc
 
 
+def redis_client(url: str, *, socket_timeout: float | None = 5.0) -> aioredis.Redis:
+    """A pooled client that survives a Redis restart: a command that meets a dropped
+    pooled connection ("Connection closed by server") is retried once on a fresh
+    connection, and idle connections are health-checked before reuse. One retry, not
+    redis-py's default ten: a Redis that is really down is reported within seconds
+    as UNAVAILABLE instead of holding the RPC."""
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=5,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=RECONNECT_RETRIES),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=HEALTH_CHECK_SECONDS,
+    )
+
+
 def _key(session_id: str) -> str:
     return _PREFIX + session_id
 
@@ -77,10 +108,7 @@ class RedisSessionStore:
 
     @classmethod
     def from_url(cls, url: str) -> RedisSessionStore:
-        client = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
-        )
-        return cls(client=client)
+        return cls(client=redis_client(url))
 
     async def create(self, record: SessionRecord) -> None:
         mapping = {
@@ -136,6 +164,13 @@ class RedisSessionStore:
         async with map_redis_errors("save upload progress"):
             done = await self._redis.eval(
                 _SAVE_PROGRESS, 1, _key(session_id), str(committed_bytes), progress
+            )
+        return bool(done)
+
+    async def complete(self, session_id: str, *, video_id: str, committed_bytes: int) -> bool:
+        async with map_redis_errors("complete session"):
+            done = await self._redis.eval(
+                _COMPLETE, 1, _key(session_id), video_id, str(committed_bytes)
             )
         return bool(done)
 

@@ -8,6 +8,7 @@ object atomically (write to a temp name, then rename).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from server.errors import Internal, Reason
-from server.storage.port import PendingMultipart, UploadedPart
+from server.storage.port import PendingMultipart, StoredObject, UploadedPart
 
 _COPY_BUFFER = 1024 * 1024
 
@@ -84,6 +85,15 @@ class FilesystemObjectStore:
         target = self._path(key)
 
         def complete() -> None:
+            if not directory.exists():
+                # Completed by an earlier call whose answer was lost (a crash)?
+                expected = sum(p.size for p in parts)
+                if target.exists() and target.stat().st_size == expected:
+                    return
+                raise Internal(
+                    Reason.STORAGE_ERROR,
+                    "the multipart upload is gone and no object assembled from its parts exists",
+                )
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(target.name + f".{upload_id}.tmp")
             with tmp.open("wb") as out:
@@ -149,15 +159,32 @@ class FilesystemObjectStore:
 
         return await asyncio.to_thread(read)
 
+    def _scan_keys(self, prefix: str) -> list[str]:
+        keys = []
+        for path in self._objects.rglob("*"):
+            if path.is_file() and not path.name.endswith(".tmp"):
+                key = path.relative_to(self._objects).as_posix()
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
     async def list_keys(self, *, prefix: str) -> list[str]:
-        def scan() -> list[str]:
-            keys = []
-            for path in self._objects.rglob("*"):
-                if path.is_file() and not path.name.endswith(".tmp"):
-                    key = path.relative_to(self._objects).as_posix()
-                    if key.startswith(prefix):
-                        keys.append(key)
-            return sorted(keys)
+        return await asyncio.to_thread(self._scan_keys, prefix)
+
+    async def list_objects(self, *, prefix: str) -> list[StoredObject]:
+        def scan() -> list[StoredObject]:
+            found = []
+            for key in self._scan_keys(prefix):
+                with contextlib.suppress(FileNotFoundError):
+                    stat = (self._objects / key).stat()
+                    found.append(
+                        StoredObject(
+                            key=key,
+                            size=stat.st_size,
+                            last_modified=datetime.fromtimestamp(stat.st_mtime, UTC),
+                        )
+                    )
+            return found
 
         return await asyncio.to_thread(scan)
 

@@ -7,6 +7,7 @@ give the same semantics, so the pipeline never knows which one it talks to.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -17,6 +18,20 @@ class UploadedPart:
     number: int
     etag: str
     size: int
+
+
+def multipart_etag(parts: list[UploadedPart]) -> str:
+    """The ETag S3 gives an object completed from ``parts``: the MD5 of the parts'
+    binary MD5s, a dash, and the number of parts."""
+    digests = b"".join(bytes.fromhex(p.etag.strip('"')) for p in parts)
+    return f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(parts)}"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    last_modified: datetime
 
 
 @dataclass(frozen=True)
@@ -46,7 +61,12 @@ class ObjectStore(Protocol):
 
     async def complete_multipart(
         self, key: str, *, upload_id: str, parts: list[UploadedPart]
-    ) -> None: ...
+    ) -> None:
+        """Assembles the object from ``parts``. Idempotent: when the upload is gone
+        because an earlier call completed it (its answer lost in a crash), it succeeds
+        if the object is there and matches the parts (size, and the multipart ETag
+        where the store reports one); otherwise it raises STORAGE_ERROR."""
+        ...
 
     async def abort_multipart(self, key: str, *, upload_id: str) -> None:
         """Discards the upload and its parts; succeeds if it is already gone."""
@@ -69,5 +89,9 @@ class ObjectStore(Protocol):
     async def read_range(self, key: str, *, start: int, length: int) -> bytes: ...
 
     async def list_keys(self, *, prefix: str) -> list[str]: ...
+
+    async def list_objects(self, *, prefix: str) -> list[StoredObject]:
+        """Every object under ``prefix`` with its size and age (the janitor's view)."""
+        ...
 
     async def close(self) -> None: ...

@@ -16,7 +16,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
 from server.errors import Internal, Reason, Unavailable
-from server.storage.port import PendingMultipart, UploadedPart
+from server.storage.port import PendingMultipart, StoredObject, UploadedPart, multipart_etag
 
 _S3_CALLS = [
     "head_bucket",
@@ -151,15 +151,40 @@ class S3ObjectStore:
     async def complete_multipart(
         self, key: str, *, upload_id: str, parts: list[UploadedPart]
     ) -> None:
-        with map_botocore_errors("complete_multipart_upload"):
-            await self._client.complete_multipart_upload(
-                Bucket=self._bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={
-                    "Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]
-                },
-            )
+        try:
+            with map_botocore_errors("complete_multipart_upload"):
+                await self._client.complete_multipart_upload(
+                    Bucket=self._bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={
+                        "Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]
+                    },
+                )
+        except Internal as exc:
+            if not _is_gone(exc):
+                raise
+            if not await self._assembled_from(key, parts):
+                raise Internal(
+                    Reason.STORAGE_ERROR,
+                    "the multipart upload is gone and no object assembled from its parts exists",
+                ) from exc
+
+    async def _assembled_from(self, key: str, parts: list[UploadedPart]) -> bool:
+        """True when ``key`` holds exactly what completing ``parts`` produces."""
+        try:
+            with map_botocore_errors("head_object"):
+                head = await self._client.head_object(Bucket=self._bucket, Key=key)
+        except Internal as exc:
+            if _is_gone(exc):
+                return False
+            raise
+        if int(head["ContentLength"]) != sum(p.size for p in parts):
+            return False
+        etag = str(head.get("ETag", "")).strip('"')
+        # S3 and MinIO report md5(part md5s)-N for multipart objects (not with SSE-KMS
+        # or SSE-C, whose ETags are opaque: there the size is what can be checked).
+        return "-" not in etag or etag == multipart_etag(parts)
 
     async def abort_multipart(self, key: str, *, upload_id: str) -> None:
         try:
@@ -224,6 +249,21 @@ class S3ObjectStore:
             async for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
                 keys.extend(str(item["Key"]) for item in page.get("Contents", []))
         return keys
+
+    async def list_objects(self, *, prefix: str) -> list[StoredObject]:
+        found: list[StoredObject] = []
+        with map_botocore_errors("list_objects_v2"):
+            paginator = self._client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
+                found.extend(
+                    StoredObject(
+                        key=str(item["Key"]),
+                        size=int(item["Size"]),
+                        last_modified=item["LastModified"],
+                    )
+                    for item in page.get("Contents", [])
+                )
+        return found
 
     async def close(self) -> None:
         await self._stack.aclose()

@@ -1,10 +1,13 @@
 """What happens to an upload stream that does not finish: suspend or discard.
 
-Refused content, a cancelled session, or a failure after the object was assembled
-*discard* the upload (abort the multipart upload or delete the object, delete the
-tail, give the quota unit back, cancel the session). Any other interruption
-*suspends* it: parts in flight are awaited and the tail is kept, so that the next
-stream resumes at the committed offset on any replica.
+Refused content or a cancelled session *discard* the upload (abort the multipart
+upload, delete the tail, give the quota unit back, cancel the session; an object
+already assembled is deleted only when no video row points at it, and kept for the
+janitor when the database cannot tell). Any other interruption -- a client gone, a
+backing service down -- *suspends* it: parts in flight are awaited and the tail is
+kept, so that the next stream resumes at the committed offset on any replica; a
+sealed upload (every byte stored, see ``finish.py``) keeps everything as it is. A
+stream that lost its session lock touches nothing: another stream may own it now.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ class ActiveStream:
     validator: StreamValidator
     writer: PartWriter
     spool: SpoolFile
-    spool_complete: bool  # False after a resume: the first bytes are on another host
+    # The spool holds the whole file (False after a resume until it is downloaded).
+    spool_complete: bool
     probe: asyncio.Task[dict[str, Any]] | None = None
+    sealed: UploadProgress | None = None  # set once the seal is saved in the session
     completed_key: str = ""
     record_attempted: bool = False
     recorded: bool = False
@@ -61,19 +66,35 @@ class UploadCleaner:
         self._repo = repository
 
     async def after_failure(
-        self, session: SessionRecord, stream: ActiveStream, exc: BaseException, *, cancelled: bool
+        self,
+        session: SessionRecord,
+        stream: ActiveStream,
+        exc: BaseException,
+        *,
+        cancelled: bool,
+        lock_lost: bool = False,
     ) -> Cleanup:
-        """Refused content, a cancelled session or a failure after the object was
-        assembled discard everything; any other interruption suspends the upload so
-        that the next stream resumes it. Runs shielded from cancellation."""
+        """Refused content or a cancelled session discard everything; any other
+        interruption suspends the upload so that the next stream resumes it. Runs
+        shielded from cancellation."""
         if stream.probe is not None:
             stream.probe.cancel()
             with contextlib.suppress(BaseException):
                 await stream.probe
-        refused = isinstance(exc, InvalidUpload)
-        if refused or cancelled or stream.completed_key:
+        if lock_lost:  # another stream may be writing the session: leave it alone
+            await stream.writer.discard()
+            return Cleanup()
+        if stream.recorded:  # the video stands; nothing to undo
+            return Cleanup()
+        if isinstance(exc, InvalidUpload) or cancelled:
             return await self.discard(session, stream, cancel_session=True)
-        cleanup = Cleanup(session_cleanup=True)
+        if stream.sealed is not None:
+            log.info(
+                "sealed upload on session %s kept for resumption (%s)",
+                session.session_id,
+                type(exc).__name__,
+            )
+            return Cleanup()
         try:
             kept = await stream.writer.suspend()
             log.info(
@@ -84,7 +105,15 @@ class UploadCleaner:
             )
         except VidscanError:
             log.exception("could not save the tail of session %s", session.session_id)
-        return cleanup
+        return Cleanup()
+
+    async def _has_row(self, session_id: str) -> bool | None:
+        """Whether the session's video is recorded; None when the database cannot say."""
+        try:
+            return await self._repo.recorded_upload(session_id=session_id) is not None
+        except VidscanError:
+            log.exception("cannot tell whether session %s was recorded", session_id)
+            return None
 
     async def discard(
         self, session: SessionRecord, stream: ActiveStream, *, cancel_session: bool
@@ -92,25 +121,25 @@ class UploadCleaner:
         cleanup = Cleanup()
         writer = stream.writer
         await writer.discard()
+        assembled = bool(stream.sealed or stream.completed_key)
+        keep_object = False
+        if assembled:
+            has_row = await self._has_row(session.session_id)
+            if has_row:  # recorded after all (a lost acknowledgement): keep it
+                return cleanup
+            keep_object = has_row is None  # the janitor deletes it if no row appears
         try:
-            if stream.completed_key and not stream.recorded:
-                await self._store.delete_object(stream.completed_key)
-                cleanup.s3_cleanup = True
-            elif writer.started and not stream.completed_key:
+            if writer.started and not keep_object:
                 await self._store.abort_multipart(writer.key, upload_id=writer.upload_id)
+                if assembled:
+                    await self._store.delete_object(writer.key)
                 cleanup.s3_cleanup = True
             if writer.started:
                 await self._store.delete_object(tail_key(writer.key))
         except VidscanError:
             log.exception("could not clean up object storage; the janitor will retry")
-        if not stream.recorded:
-            try:
-                cleanup.quota_released = await self._repo.release_quota(
-                    session_id=session.session_id
-                )
-            except VidscanError:
-                log.exception("could not release quota; the janitor will retry")
-        cleanup.database_cleanup = stream.record_attempted and not stream.recorded
+        cleanup.quota_released = await self._release_quota(session.session_id)
+        cleanup.database_cleanup = stream.record_attempted
         if cancel_session:
             try:
                 await self._sessions.transition(
@@ -121,20 +150,33 @@ class UploadCleaner:
                 log.exception("could not update session %s", session.session_id)
         return cleanup
 
+    async def _release_quota(self, session_id: str) -> bool:
+        """Safe whatever happened: a unit spent by a recorded video has no
+        reservation left to release."""
+        try:
+            return await self._repo.release_quota(session_id=session_id)
+        except VidscanError:
+            log.exception("could not release quota; the janitor will retry")
+            return False
+
     async def discard_saved(
         self, session: SessionRecord, progress: UploadProgress | None
     ) -> Cleanup:
         """Discards what earlier streams of a session stored (cancel, early dedup)."""
         cleanup = Cleanup()
         if progress is not None:
+            if progress.sealed:
+                has_row = await self._has_row(session.session_id)
+                if has_row is not False:  # recorded, or unknown: keep the object
+                    cleanup.quota_released = await self._release_quota(session.session_id)
+                    return cleanup
             try:
                 await self._store.abort_multipart(progress.key, upload_id=progress.upload_id)
+                if progress.sealed:
+                    await self._store.delete_object(progress.key)
                 await self._store.delete_object(tail_key(progress.key))
                 cleanup.s3_cleanup = True
             except VidscanError:
                 log.exception("could not clean up object storage; the janitor will retry")
-        try:
-            cleanup.quota_released = await self._repo.release_quota(session_id=session.session_id)
-        except VidscanError:
-            log.exception("could not release quota; the janitor will retry")
+        cleanup.quota_released = await self._release_quota(session.session_id)
         return cleanup

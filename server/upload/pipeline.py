@@ -7,15 +7,17 @@ Order of work for one stream:
                   S3 part + SHA-256 (PartWriter; progress saved after every part),
                   early PyAV header probe once the header is in ->
   end: declared size/hash, duplicate of the final hash?, full PyAV validation,
-       complete multipart -> one DB transaction (video + analysis rows, quota
-       spent) -> session COMPLETED.
+       last part -> seal (finish.py: complete multipart -> one DB transaction for
+       video + analysis rows + quota spent -> session COMPLETED, each step
+       recoverable).
 
 A stream that stops without finishing (client gone, no finish_write, a backing
 service down) is *suspended*: parts in flight are awaited, the tail is kept, and
-the next stream continues at the committed offset, on any replica. A refused file
-or a cancelled session is *discarded*: the multipart upload is aborted, objects
-deleted, the quota unit given back. No row is written before the final
-transaction, so none can be left half.
+the next stream continues at the committed offset, on any replica; a sealed one is
+finished by a stream that sends finish_write alone. A refused file or a cancelled
+session is *discarded*: the multipart upload is aborted, objects deleted, the quota
+unit given back. No row is written before the final transaction, so none can be
+left half.
 """
 
 from __future__ import annotations
@@ -40,16 +42,17 @@ from server.errors import (
     Reason,
     VidscanError,
 )
+from server.faults import FaultPoints, FinishStep, NoFaults
 from server.media.isolation import MediaInspector
 from server.media.sniff import Container
 from server.sessions.port import SessionRecord, SessionState, SessionStore
 from server.storage.port import ObjectStore
 from server.upload.cleanup import ActiveStream, UploadCleaner, finish_even_if_cancelled
+from server.upload.finish import UploadFinisher
 from server.upload.naming import object_key
 from server.upload.progress import UploadProgress, tail_key
-from server.upload.rows import pending_analysis, video_row
 from server.upload.spool import SpoolFile
-from server.upload.stream_lock import StreamWatch, hold_stream_lock
+from server.upload.stream_lock import StreamWatch, hold_stream_lock, lock_lost_error
 from server.upload.validation import StreamValidator
 from server.upload.writer import PartWriter
 
@@ -115,6 +118,7 @@ class UploadPipeline:
         rules: UploadRules,
         clock: Clock,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        faults: FaultPoints | None = None,
     ) -> None:
         self._sessions = sessions
         self._store = store
@@ -123,7 +127,18 @@ class UploadPipeline:
         self._rules = rules
         self._clock = clock
         self._new_id = new_id
+        self._faults = faults or NoFaults()
         self._cleaner = UploadCleaner(sessions=sessions, store=store, repository=repository)
+        self._finisher = UploadFinisher(
+            sessions=sessions,
+            store=store,
+            repository=repository,
+            media=media,
+            faults=self._faults,
+            clock=clock,
+            new_id=new_id,
+            download_step=rules.part_size,
+        )
 
     async def run(self, request: UploadInput, chunks: AsyncIterator[bytes]) -> StoredUpload:
         session = await self._sessions.get(request.session_id)
@@ -164,6 +179,7 @@ class UploadPipeline:
                 user_id=request.user_id,
                 file_hash=request.declared_sha256,
                 size=request.declared_size,
+                other_than_session=session.session_id,
             )
             if existing is not None:  # ByteStream-style early return: no bytes needed
                 await self._cleaner.discard_saved(session, progress)
@@ -181,24 +197,30 @@ class UploadPipeline:
             return await self._receive(request, session, chunks, stream)
         except BaseException as exc:
             cleanup = await finish_even_if_cancelled(
-                self._cleaner.after_failure(session, stream, exc, cancelled=watch.cancelled)
+                self._cleaner.after_failure(
+                    session, stream, exc, cancelled=watch.cancelled, lock_lost=watch.lock_lost
+                )
             )
-            if isinstance(exc, asyncio.CancelledError) and watch.cancelled:
+            if isinstance(exc, asyncio.CancelledError) and (watch.cancelled or watch.lock_lost):
                 if watch.task is not None:
                     watch.task.uncancel()
-                cancelled = Cancelled(
-                    Reason.UPLOAD_CANCELLED,
-                    "the upload session was cancelled while the upload was in flight",
-                    metadata={"session_id": session.session_id},
+                interrupted: VidscanError = (
+                    lock_lost_error(session.session_id)
+                    if watch.lock_lost
+                    else Cancelled(
+                        Reason.UPLOAD_CANCELLED,
+                        "the upload session was cancelled while the upload was in flight",
+                        metadata={"session_id": session.session_id},
+                    )
                 )
-                cancelled.cleanup = cleanup
-                raise cancelled from None
+                interrupted.cleanup = cleanup
+                raise interrupted from None
             if isinstance(exc, VidscanError):
                 exc.cleanup = cleanup
             raise
         finally:
-            if not stream.recorded:
-                stream.spool.remove()
+            if not (stream.recorded and stream.spool_complete):
+                stream.spool.remove()  # else the analysis stage reads it, then removes it
 
     async def _open_stream(
         self, request: UploadInput, session: SessionRecord, progress: UploadProgress | None
@@ -206,12 +228,7 @@ class UploadPipeline:
         max_bytes = min(self._rules.max_bytes, session.max_bytes)
 
         async def save(update: UploadProgress) -> None:
-            saved = await self._sessions.save_progress(
-                session.session_id, committed_bytes=update.committed, progress=update.to_json()
-            )
-            log.debug(
-                "session %s committed %d bytes (%s)", session.session_id, update.committed, saved
-            )
+            await self._save_progress(session, update)
 
         if progress is None:
             validator = StreamValidator(
@@ -276,7 +293,14 @@ class UploadPipeline:
             ),
             spool=spool,
             spool_complete=False,
+            sealed=progress if progress.sealed else None,
         )
+
+    async def _save_progress(self, session: SessionRecord, update: UploadProgress) -> None:
+        saved = await self._sessions.save_progress(
+            session.session_id, committed_bytes=update.committed, progress=update.to_json()
+        )
+        log.debug("session %s committed %d bytes (%s)", session.session_id, update.committed, saved)
 
     async def _receive(
         self,
@@ -286,6 +310,17 @@ class UploadPipeline:
         stream: ActiveStream,
     ) -> StoredUpload:
         validator, writer, spool = stream.validator, stream.writer, stream.spool
+        if stream.sealed is not None:  # every byte is stored: only finish_write is due
+            async for chunk in chunks:
+                if chunk:
+                    raise OffsetMismatch(
+                        Reason.INVALID_OFFSET,
+                        f"the upload already holds all its {validator.received} bytes; "
+                        "resume with finish_write and no data",
+                        metadata={"expected_offset": str(validator.received)},
+                    )
+            validator.finish(stream.sealed.file_hash)
+            return await self._finish(request, session, stream)
         async for chunk in chunks:
             validator.feed(chunk)
             spool.write(chunk)
@@ -298,81 +333,42 @@ class UploadPipeline:
         if stream.probe is not None:
             await stream.probe
         existing = await self._repo.find_video(
-            user_id=request.user_id, file_hash=file_hash, size=validator.received
+            user_id=request.user_id,
+            file_hash=file_hash,
+            size=validator.received,
+            other_than_session=session.session_id,
         )
         if existing is not None:  # the same bytes again: keep the first copy only
             await self._cleaner.discard(session, stream, cancel_session=False)
             return await self._deduplicated(session, existing)
-        if stream.spool_complete:
-            info = await self._media.validate(spool.path)
-            await self._complete(stream)
-        else:  # resumed here: validate the assembled object, deleted if refused
-            await self._complete(stream)
-            await self._download(writer.key, spool)
-            info = await self._media.validate(spool.path)
-        container = validator.container
-        assert container is not None
-        now = self._clock()
-        video = video_row(
-            video_id=writer.video_id,
-            user_id=request.user_id,
-            session_id=session.session_id,
+        # Validated here when this host has every byte; a resumed upload is validated
+        # once it is assembled (finish.py), before any row is written.
+        info = await self._media.validate(spool.path) if stream.spool_complete else None
+        await writer.flush()
+        sealed = writer.committed_progress().seal(file_hash=file_hash, info=info)
+        await self._save_progress(session, sealed)
+        stream.sealed = sealed
+        await self._faults.reached(FinishStep.SEALED)
+        return await self._finish(request, session, stream)
+
+    async def _finish(
+        self, request: UploadInput, session: SessionRecord, stream: ActiveStream
+    ) -> StoredUpload:
+        video, analysis = await self._finisher.finish(
+            session=session,
+            stream=stream,
             filename=request.filename,
             content_type=request.content_type,
             metadata=request.metadata,
-            container=container,
-            size=validator.received,
-            file_hash=file_hash,
-            info=info,
-            bucket=self._store.bucket,
-            key=writer.key,
-            now=now,
-        )
-        analysis = pending_analysis(
-            analysis_id=self._new_id(),
-            video_id=video.id,
-            user_id=request.user_id,
             model=request.model or self._rules.default_model,
-            now=now,
         )
-        stream.record_attempted = True
-        await self._repo.record_upload(video=video, analysis=analysis)
-        stream.recorded = True
-        await self._finish_session(session, video.id, validator.received)
-        with contextlib.suppress(VidscanError):
-            await self._store.delete_object(tail_key(writer.key))
+        with contextlib.suppress(VidscanError):  # a leftover is the janitor's
+            await self._store.delete_object(tail_key(video.s3_key))
         return StoredUpload(
             video=video,
             analysis=analysis,
-            object_uri=self._store.object_uri(writer.key),
-            spool_path=spool.path,
-        )
-
-    async def _complete(self, stream: ActiveStream) -> None:
-        parts = await stream.writer.flush()
-        await self._store.complete_multipart(
-            stream.writer.key, upload_id=stream.writer.upload_id, parts=parts
-        )
-        stream.completed_key = stream.writer.key
-
-    async def _download(self, key: str, spool: SpoolFile) -> None:
-        """Brings the assembled object to the local spool, in bounded pieces."""
-        size = await self._store.object_size(key) or 0
-        spool.reopen()
-        step = self._rules.part_size
-        for start in range(0, size, step):
-            spool.write(
-                await self._store.read_range(key, start=start, length=min(step, size - start))
-            )
-        spool.close()
-
-    async def _finish_session(self, session: SessionRecord, video_id: str, size: int) -> None:
-        await self._sessions.save_progress(session.session_id, committed_bytes=size, progress="")
-        await self._sessions.transition(
-            session.session_id,
-            expected=SessionState.ACTIVE,
-            new=SessionState.COMPLETED,
-            video_id=video_id,
+            object_uri=self._store.object_uri(video.s3_key),
+            spool_path=stream.spool.path if stream.spool_complete else None,
         )
 
     async def _deduplicated(self, session: SessionRecord, existing: VideoRow) -> StoredUpload:
@@ -381,7 +377,9 @@ class UploadPipeline:
         assert analysis is not None, "every video has an analysis"
         with contextlib.suppress(VidscanError):
             await self._repo.release_quota(session_id=session.session_id)
-        await self._finish_session(session, existing.id, existing.file_size)
+        await self._sessions.complete(
+            session.session_id, video_id=existing.id, committed_bytes=existing.file_size
+        )
         return StoredUpload(
             video=existing,
             analysis=analysis,

@@ -9,9 +9,21 @@ state travels with it (see ``resumable_hash``), so the bytes are never read agai
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
 
 from server.storage.port import UploadedPart
+
+
+class UploadStage(StrEnum):
+    """Where an upload stands. RECEIVING: bytes still arrive. SEALED: every byte is
+    in the multipart upload's parts, the size and SHA-256 are final, and the
+    session is only waiting to be finished (assemble, validate, record); a crash
+    from here on is resumed by a stream that sends no bytes, only finish_write."""
+
+    RECEIVING = "receiving"
+    SEALED = "sealed"
 
 
 @dataclass(frozen=True)
@@ -24,10 +36,27 @@ class UploadProgress:
     hash_state: bytes  # SHA-256 state over every committed byte (parts, then tail)
     tail_key: str = ""
     tail_size: int = 0
+    stage: UploadStage = UploadStage.RECEIVING
+    file_hash: str = ""  # SEALED only: the final SHA-256
+    # SEALED only: the media worker's verdict on the whole file, once it was given
+    # (None until then: a resumed upload is validated after it is assembled).
+    info: dict[str, Any] | None = None
 
     @property
     def committed(self) -> int:
         return sum(p.size for p in self.parts) + self.tail_size
+
+    @property
+    def sealed(self) -> bool:
+        return self.stage is UploadStage.SEALED
+
+    def seal(self, *, file_hash: str, info: dict[str, Any] | None) -> UploadProgress:
+        if self.tail_size:
+            raise ValueError("a sealed upload keeps every byte in its parts, not a tail")
+        return replace(self, stage=UploadStage.SEALED, file_hash=file_hash, info=info)
+
+    def validated(self, info: dict[str, Any]) -> UploadProgress:
+        return replace(self, info=info)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -40,6 +69,9 @@ class UploadProgress:
                 "hash_state": self.hash_state.hex(),
                 "tail_key": self.tail_key,
                 "tail_size": self.tail_size,
+                "stage": self.stage.value,
+                "file_hash": self.file_hash,
+                "info": self.info,
             },
             separators=(",", ":"),
         )
@@ -58,6 +90,9 @@ class UploadProgress:
             hash_state=bytes.fromhex(data["hash_state"]),
             tail_key=data["tail_key"],
             tail_size=int(data["tail_size"]),
+            stage=UploadStage(data.get("stage", UploadStage.RECEIVING.value)),
+            file_hash=str(data.get("file_hash", "")),
+            info=data.get("info"),
         )
 
 

@@ -25,11 +25,27 @@ KEEPER_STOP_SECONDS = 5.0
 
 @dataclass
 class StreamWatch:
-    """Lets the lock keeper interrupt a stream whose session was cancelled."""
+    """Lets the lock keeper interrupt a stream whose session was cancelled, or that
+    lost its lock (another stream may be writing the session now)."""
 
     task: asyncio.Task[Any] | None
     cancelled: bool = False
+    lock_lost: bool = False
     stopped: bool = False
+
+    def interrupt(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+def lock_lost_error(session_id: str) -> SessionBusy:
+    return SessionBusy(
+        Reason.SESSION_LOCK_LOST,
+        "this stream lost the session's stream lock (it could not be refreshed in "
+        "time); another stream may own the session now. Ask GetUploadSession for the "
+        "committed offset and resume from there",
+        metadata={"session_id": session_id},
+    )
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
@@ -67,22 +83,40 @@ async def hold_stream_lock(
 async def _keep(
     sessions: SessionStore, session_id: str, owner: str, watch: StreamWatch, lock_seconds: float
 ) -> None:
-    """Refreshes the lock and notices CancelUploadSession (from any replica)."""
+    """Refreshes the lock and notices CancelUploadSession (from any replica).
+
+    A refresh that finds the lock taken by another owner, or no successful refresh
+    for a whole lock period (the lock has expired meanwhile), means another stream
+    may be writing the session: this one is stopped at once, before it writes more.
+    """
     loop = asyncio.get_running_loop()
+    interval = min(WATCH_INTERVAL_SECONDS, lock_seconds / 4)
     last_refresh = loop.time()
     while not watch.stopped:
-        await asyncio.sleep(WATCH_INTERVAL_SECONDS)
+        await asyncio.sleep(interval)
         if watch.stopped:
             return
         with contextlib.suppress(VidscanError):
             if loop.time() - last_refresh >= lock_seconds / 3:
-                await sessions.refresh_lock(session_id, owner=owner, ttl_seconds=lock_seconds)
+                if not await sessions.refresh_lock(
+                    session_id, owner=owner, ttl_seconds=lock_seconds
+                ):
+                    _lose(watch)
+                    return
                 last_refresh = loop.time()
             record = await sessions.get(session_id)
             if watch.stopped:
                 return
             if record is not None and record.state is SessionState.CANCELLED:
                 watch.cancelled = True
-                if watch.task is not None:
-                    watch.task.cancel()
+                watch.interrupt()
                 return
+        if loop.time() - last_refresh >= lock_seconds and not watch.stopped:
+            _lose(watch)  # the session store has been unreachable for a lock period
+            return
+
+
+def _lose(watch: StreamWatch) -> None:
+    if not watch.stopped:
+        watch.lock_lost = True
+        watch.interrupt()

@@ -140,6 +140,12 @@ class PartWriter:
             await self._settle_oldest()
         return list(self._parts)
 
+    def committed_progress(self) -> UploadProgress:
+        """What is stored after ``flush()``: every part, no tail."""
+        if self._buffer or self._sending:
+            raise RuntimeError("flush() first: bytes are still buffered or in flight")
+        return self._progress(self._hasher.state())
+
     async def suspend(self) -> UploadProgress | None:
         """An interrupted stream: waits for the parts in flight and keeps the tail as a
         temporary object, so the next stream resumes after the last byte received."""

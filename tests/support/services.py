@@ -79,35 +79,53 @@ def _version_key(path: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".") if p.isdigit())
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class _Server(Stoppable):
-    """A running server process plus the temp dir it owns; usable as a context manager."""
+    """A running server process plus the temp dir it owns; usable as a context manager.
+
+    ``halt``/``kill`` stop the process but keep its data and port, so that
+    ``restart`` brings the same server back (an outage, not a new server)."""
 
     process: subprocess.Popen[bytes] = field(repr=False)
     tempdir: Path
     stop_signal: int = field(default=signal.SIGTERM, repr=False)
+    respawn: Callable[[], subprocess.Popen[bytes]] | None = field(default=None, repr=False)
 
     def stop(self) -> None:
         """Stop the process (see _terminate), then delete its temp dir. Idempotent."""
         _terminate(self.process, self.stop_signal)
         shutil.rmtree(self.tempdir, ignore_errors=True)
 
+    def halt(self) -> None:
+        """A clean stop of the process; data and port stay for ``restart``."""
+        _terminate(self.process, self.stop_signal)
 
-@dataclass(frozen=True, kw_only=True)
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once, as in a crash."""
+        _terminate(self.process, signal.SIGKILL)
+
+    def restart(self) -> None:
+        """Starts the same server again on the same port and data (after halt/kill)."""
+        assert self.respawn is not None, "this server cannot be restarted"
+        assert self.process.poll() is not None, "stop it first"
+        self.process = self.respawn()
+
+
+@dataclass(kw_only=True)
 class PostgresServer(_Server):
     """PostgreSQL with database ``vidscan``; ``url`` is an SQLAlchemy asyncpg URL."""
 
     url: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class RedisServer(_Server):
     """Redis without persistence; ``url`` is ``redis://127.0.0.1:PORT/0``."""
 
     url: str
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class MinioServer(_Server):
     """MinIO S3 server; pass these fields to botocore/aiobotocore ``create_client``."""
 
@@ -260,9 +278,7 @@ def start_postgres(*, workdir: Path) -> PostgresServer:
     finally:
         pwfile.unlink(missing_ok=True)
 
-    def start() -> PostgresServer:
-        port = free_port()
-
+    def spawn(port: int) -> subprocess.Popen[bytes]:
         def ready() -> bool:  # pg_ctl's own test: postmaster.pid status line says "ready"
             try:
                 lines = (data / "postmaster.pid").read_text().splitlines()
@@ -273,27 +289,37 @@ def start_postgres(*, workdir: Path) -> PostgresServer:
         flags = f"-h 127.0.0.1 -p {port} -F -c unix_socket_directories= " + (
             "-c full_page_writes=off -c synchronous_commit=off"  # throwaway data: favour speed
         )
-        proc = _spawn(
+        return _spawn(
             [str(postgres), "-D", str(data), *flags.split()],
             tempdir=tempdir,
             ready=ready,
             run_as=run_as,
         )
+
+    def start() -> PostgresServer:
+        port = free_port()
+        proc = spawn(port)
         url = f"postgresql+asyncpg://vidscan:{password}@127.0.0.1:{port}/vidscan"
         # SIGINT = "fast" shutdown: does not wait for clients that forgot to disconnect.
-        return PostgresServer(process=proc, tempdir=tempdir, stop_signal=signal.SIGINT, url=url)
+        return PostgresServer(
+            process=proc,
+            tempdir=tempdir,
+            stop_signal=signal.SIGINT,
+            url=url,
+            respawn=lambda: spawn(port),
+        )
 
     return _start_with_retries(start, tempdir=tempdir)
 
 
-def start_redis(*, workdir: Path) -> RedisServer:
-    """Start redis-server with persistence off (no RDB, no AOF)."""
+def start_redis(*, workdir: Path, persistent: bool = False) -> RedisServer:
+    """Start redis-server with persistence off (no RDB, no AOF), or with an AOF
+    fsynced on every write (``persistent``: what production runs for sessions)."""
     binary = find_binary("redis-server")
     tempdir = Path(tempfile.mkdtemp(prefix="redis-", dir=workdir))
+    persistence = "appendonly yes\nappendfsync always\n" if persistent else "appendonly no\n"
 
-    def start() -> RedisServer:
-        port = free_port()
-
+    def spawn(port: int) -> subprocess.Popen[bytes]:
         def ready() -> bool:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
@@ -303,9 +329,17 @@ def start_redis(*, workdir: Path) -> RedisServer:
                 return False
 
         conf = tempdir / "redis.conf"
-        conf.write_text(f'bind 127.0.0.1\nport {port}\nsave ""\nappendonly no\ndir "{tempdir}"\n')
-        proc = _spawn([str(binary), str(conf)], tempdir=tempdir, ready=ready)
-        return RedisServer(process=proc, tempdir=tempdir, url=f"redis://127.0.0.1:{port}/0")
+        conf.write_text(f'bind 127.0.0.1\nport {port}\nsave ""\n{persistence}dir "{tempdir}"\n')
+        return _spawn([str(binary), str(conf)], tempdir=tempdir, ready=ready)
+
+    def start() -> RedisServer:
+        port = free_port()
+        return RedisServer(
+            process=spawn(port),
+            tempdir=tempdir,
+            url=f"redis://127.0.0.1:{port}/0",
+            respawn=lambda: spawn(port),
+        )
 
     return _start_with_retries(start, tempdir=tempdir)
 
@@ -336,18 +370,20 @@ def start_minio(*, workdir: Path) -> MinioServer:
         "HOME": str(tempdir),
     }  # MinIO creates ~/.minio; keep it out of the real HOME
 
-    def start() -> MinioServer:
-        port, console = free_port(), free_port()
-
+    def spawn(port: int, console: int) -> subprocess.Popen[bytes]:
         def ready() -> bool:
             return _http_ok(port, "/minio/health/live") and _http_ok(port, "/minio/health/ready")
 
         addresses = f"--address 127.0.0.1:{port} --console-address 127.0.0.1:{console}"
         certs, data = str(tempdir / "certs"), str(tempdir / "data")
         argv = [str(binary), "server", "--quiet", *addresses.split(), "--certs-dir", certs, data]
-        proc = _spawn(argv, tempdir=tempdir, ready=ready, env=env)
+        return _spawn(argv, tempdir=tempdir, ready=ready, env=env)
+
+    def start() -> MinioServer:
+        port, console = free_port(), free_port()
         return MinioServer(
-            process=proc,
+            process=spawn(port, console),
+            respawn=lambda: spawn(port, console),
             tempdir=tempdir,
             endpoint_url=f"http://127.0.0.1:{port}",
             access_key=access_key,

@@ -1,4 +1,6 @@
-"""A tiny threaded TCP proxy whose connections a test can cut (a network drop)."""
+"""A tiny threaded TCP proxy whose connections a test can cut (a network drop), or
+cut just after a given request went through so that its reply is lost (e.g. a
+PostgreSQL COMMIT that commits while its acknowledgement never arrives)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ class _Pair:
         self.sockets = (downstream, upstream)
         self._lock = threading.Lock()
         self._open_pumps = 2
+        self.muted = False  # replies from upstream are dropped, not relayed
 
     def shutdown(self) -> None:
         """Wakes both pumps (a blocked recv returns) and tells both peers."""
@@ -49,6 +52,8 @@ class TcpProxy(Stoppable):
         self._threads: list[threading.Thread] = []
         self.accepted = 0
         self.cuts = 0
+        self._drop_reply_to: bytes | None = None
+        self.replies_dropped = 0
         self._acceptor = threading.Thread(target=self._accept, name="tcpproxy-accept")
         self._acceptor.start()
 
@@ -90,9 +95,31 @@ class TcpProxy(Stoppable):
                     self._threads.append(thread)
                     thread.start()
 
+    def drop_reply_to(self, marker: bytes) -> None:
+        """Arms a one-shot fault: the next client message containing ``marker`` is
+        delivered upstream, its reply is swallowed and the connection then cut."""
+        with self._lock:
+            self._drop_reply_to = marker
+
+    def _take_marker(self, data: bytes) -> bool:
+        with self._lock:
+            if self._drop_reply_to is None or self._drop_reply_to not in data:
+                return False
+            self._drop_reply_to = None
+            self.replies_dropped += 1
+            return True
+
     def _pump(self, pair: _Pair, src: socket.socket, dst: socket.socket) -> None:
+        upstream_bound = src is pair.sockets[0]
         try:
             while data := src.recv(256 * 1024):
+                if not upstream_bound and pair.muted:
+                    continue
+                if upstream_bound and self._take_marker(data):
+                    pair.muted = True  # before sending: the reply must never get through
+                    dst.sendall(data)
+                    threading.Event().wait(0.5)  # let upstream act on it, then cut
+                    break
                 dst.sendall(data)
         except OSError:
             pass
