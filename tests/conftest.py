@@ -16,6 +16,8 @@ from typing import Any
 import grpc
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 from support.rpc import Client
 from support.services import (
     MinioServer,
@@ -177,6 +179,23 @@ class Database:
 @pytest.fixture
 def db(real_settings: Settings) -> Database:
     return Database(real_settings.database_url)
+
+
+@pytest.fixture
+async def own_database(real_settings: Settings) -> AsyncIterator[Database]:
+    """A fresh, empty database on the shared PostgreSQL server, for tests whose
+    workers must see no other test's analyses (the recovery sweep would queue them)."""
+    name = f"vidscan_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(real_settings.database_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(real_settings.database_url).set(database=name)
+        yield Database(url.render_as_string(hide_password=False))
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -103,11 +103,13 @@ async def test_triton_down_then_back(
     real_settings: Settings,
     triton: TritonServer,
     clip: bytes,
-    db: Database,
+    own_database: Database,
 ) -> None:
     """Triton dies in the middle of an analysis: the upload still succeeds as
     PROCESSING, and the analysis completes once Triton is back."""
+    db = own_database  # no other test's analyses for the recovery sweep to queue here
     running = await start_server(
+        database_url=db.url,
         redis_url=real_settings.redis_url.rsplit("/", 1)[0] + "/6",  # a queue of its own
         triton_url=triton.grpc_url,
         analysis_retry_seconds=1,
@@ -168,16 +170,18 @@ async def test_worker_killed_mid_job_is_finished_by_another(
     real_settings: Settings,
     triton: TritonServer,
     clip: bytes,
-    db: Database,
+    own_database: Database,
     tmp_path: Path,
 ) -> None:
     import subprocess
     import sys
 
     fast = {
-        # A Redis database of its own: jobs other tests left in the shared queue
-        # would otherwise be what the stuck worker picks first.
+        # A Redis database and a PostgreSQL database of its own: jobs other tests left
+        # in the shared queue, or their unfinished analyses that the recovery sweep
+        # queues again, would otherwise be what the stuck worker picks first.
         "redis_url": real_settings.redis_url.rsplit("/", 1)[0] + "/5",
+        "database_url": own_database.url,
         "triton_url": triton.grpc_url,
         "analysis_lease_seconds": 3,
         "analysis_reclaim_seconds": 2,
@@ -202,7 +206,7 @@ async def test_worker_killed_mid_job_is_finished_by_another(
         assert result.upload_status == upload_pb2.UPLOAD_STATUS_PROCESSING
 
         async def attempts() -> int:
-            value = await db.scalar(
+            value = await own_database.scalar(
                 "select attempts from analyses where id = :a and status = 'running'",
                 a=result.analysis_id,
             )
