@@ -17,13 +17,18 @@
      ├── OffsetMismatch               OUT_OF_RANGE       INVALID_OFFSET
      ├── SessionBusy                  ABORTED            SESSION_BUSY, SESSION_LOCK_LOST
      ├── QuotaExceeded                RESOURCE_EXHAUSTED QUOTA_EXCEEDED
+     ├── StorageFull                  RESOURCE_EXHAUSTED STORAGE_FULL
      ├── Cancelled                    CANCELLED          UPLOAD_CANCELLED
      ├── Unavailable                  UNAVAILABLE        STORAGE_UNAVAILABLE, DATABASE_UNAVAILABLE,
      │                                                   SESSION_STORE_UNAVAILABLE,
-     │                                                   DETECTOR_UNAVAILABLE, SHUTTING_DOWN
+     │                                                   QUEUE_UNAVAILABLE, DETECTOR_UNAVAILABLE,
+     │                                                   SHUTTING_DOWN
      └── Internal                     INTERNAL           STORAGE_ERROR, DATABASE_ERROR,
-                                                         SESSION_STORE_ERROR, MEDIA_WORKER_FAILED,
-                                                         DETECTOR_ERROR, INTERNAL
+          │                                              SESSION_STORE_ERROR, QUEUE_ERROR,
+          │                                              MEDIA_WORKER_FAILED, DETECTOR_ERROR,
+          │                                              INTERNAL
+          └── ObjectGone             (never sent)        an object or multipart upload that is
+                                                         not there; adapters act on it
 
 Library exceptions are translated into this tree in exactly one place per adapter
 (``map_*_errors`` next to each adapter); the gRPC layer turns the tree into a
@@ -65,11 +70,14 @@ class Reason(StrEnum):
     STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
     SESSION_STORE_UNAVAILABLE = "SESSION_STORE_UNAVAILABLE"
+    QUEUE_UNAVAILABLE = "QUEUE_UNAVAILABLE"
     DETECTOR_UNAVAILABLE = "DETECTOR_UNAVAILABLE"
     SHUTTING_DOWN = "SHUTTING_DOWN"
     STORAGE_ERROR = "STORAGE_ERROR"
     DATABASE_ERROR = "DATABASE_ERROR"
     SESSION_STORE_ERROR = "SESSION_STORE_ERROR"
+    QUEUE_ERROR = "QUEUE_ERROR"
+    STORAGE_FULL = "STORAGE_FULL"
     MEDIA_WORKER_FAILED = "MEDIA_WORKER_FAILED"
     DETECTOR_ERROR = "DETECTOR_ERROR"
     INTERNAL = "INTERNAL"
@@ -163,6 +171,13 @@ class QuotaExceeded(VidscanError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class StorageFull(VidscanError):
+    """The server's own disk is full (embedded store, spool). The upload is
+    discarded at once -- keeping its parts would only fill the disk further."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class Cancelled(VidscanError):
     code = grpc.StatusCode.CANCELLED
 
@@ -173,6 +188,12 @@ class Unavailable(VidscanError):
 
 class Internal(VidscanError):
     code = grpc.StatusCode.INTERNAL
+
+
+class ObjectGone(Internal):
+    """An object or multipart upload that does not exist. Raised by a storage
+    adapter's error map; the adapter itself decides whether that is fine (deleting
+    what is already gone) or an error (reported as STORAGE_ERROR)."""
 
 
 def invalid_field(field_name: str, description: str) -> InvalidUpload:

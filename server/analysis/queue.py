@@ -16,14 +16,33 @@ recovery sweep re-enqueues unfinished analyses from the database.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from server.sessions.redis import map_redis_errors, redis_client
+from server.errors import Internal, Reason, Unavailable
+from server.redis_client import redis_client
+
+
+@contextlib.asynccontextmanager
+async def map_queue_errors(operation: str) -> AsyncIterator[None]:
+    """The one place where redis-py's exceptions become vidscan errors for the queue
+    (its own reasons: a queue outage is not a session-store outage)."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise Unavailable(
+            Reason.QUEUE_UNAVAILABLE, f"analysis queue unreachable during {operation}"
+        ) from exc
+    except RedisError as exc:
+        raise Internal(Reason.QUEUE_ERROR, f"analysis queue failed {operation}") from exc
+
 
 PREFIX = "vidscan:analysis-"
 STREAM = PREFIX + "jobs"
@@ -157,7 +176,7 @@ class RedisStreamQueue:
     async def _ensure_group(self) -> None:
         if self._group_ready:
             return
-        async with map_redis_errors("create job group"):
+        async with map_queue_errors("create job group"):
             try:
                 await self._redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
             except ResponseError as exc:
@@ -167,13 +186,13 @@ class RedisStreamQueue:
 
     async def enqueue(self, analysis_id: str) -> None:
         await self._ensure_group()
-        async with map_redis_errors("enqueue analysis"):
+        async with map_queue_errors("enqueue analysis"):
             await self._enqueue(keys=[STREAM, QUEUED], args=[analysis_id])
 
     async def receive(self, *, consumer: str, wait_seconds: float) -> Job | None:
         deadline = asyncio.get_running_loop().time() + wait_seconds
         await self._ensure_group()
-        async with map_redis_errors("receive analysis job"):
+        async with map_queue_errors("receive analysis job"):
             try:
                 messages = await self._read(consumer, deadline=deadline)
             except ResponseError as exc:
@@ -219,11 +238,11 @@ class RedisStreamQueue:
                 return read[0][1] if read else []
 
     async def ack(self, job: Job) -> None:
-        async with map_redis_errors("ack analysis job"):
+        async with map_queue_errors("ack analysis job"):
             await self._ack(keys=[STREAM, QUEUED], args=[GROUP, job.message_id, job.analysis_id])
 
     async def retry_later(self, job: Job, *, delay_seconds: float) -> None:
-        async with map_redis_errors("postpone analysis job"):
+        async with map_queue_errors("postpone analysis job"):
             await self._retry_later(
                 keys=[STREAM, DELAYED],
                 args=[
@@ -238,7 +257,7 @@ class RedisStreamQueue:
     async def held(self, analysis_ids: Sequence[str]) -> set[str]:
         if not analysis_ids:
             return set()
-        async with map_redis_errors("list queued analyses"):
+        async with map_queue_errors("list queued analyses"):
             counts: list[bytes | str | None] = await self._redis.hmget(QUEUED, list(analysis_ids))
         return {aid for aid, count in zip(analysis_ids, counts, strict=True) if count}
 

@@ -14,11 +14,16 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from server.errors import Internal, Reason
+from server.storage.oserrors import map_os_errors
 from server.storage.port import PendingMultipart, StoredObject, UploadedPart
+
+T = TypeVar("T")
 
 _COPY_BUFFER = 1024 * 1024
 
@@ -29,8 +34,9 @@ class FilesystemObjectStore:
         self._bucket = bucket
         self._objects = self._root / bucket
         self._staging = self._root / ".multipart"
-        self._objects.mkdir(parents=True, exist_ok=True)
-        self._staging.mkdir(parents=True, exist_ok=True)
+        with map_os_errors("create the store's directories"):
+            self._objects.mkdir(parents=True, exist_ok=True)
+            self._staging.mkdir(parents=True, exist_ok=True)
 
     @property
     def bucket(self) -> str:
@@ -59,7 +65,7 @@ class FilesystemObjectStore:
             directory.mkdir(parents=True)
             (directory / "upload.json").write_text(json.dumps(meta))
 
-        await asyncio.to_thread(create)
+        await _io("create multipart upload", create)
         return upload_id
 
     async def upload_part(
@@ -75,7 +81,7 @@ class FilesystemObjectStore:
             tmp.replace(directory / f"part-{number:05d}")
             return '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'
 
-        etag = await asyncio.to_thread(write)
+        etag = await _io("upload part", write)
         return UploadedPart(number=number, etag=etag, size=len(data))
 
     async def complete_multipart(
@@ -105,10 +111,11 @@ class FilesystemObjectStore:
             tmp.replace(target)
             shutil.rmtree(directory, ignore_errors=True)
 
-        await asyncio.to_thread(complete)
+        await _io("complete multipart upload", complete)
 
     async def abort_multipart(self, key: str, *, upload_id: str) -> None:
-        await asyncio.to_thread(shutil.rmtree, self._upload_dir(upload_id), True)
+        directory = self._upload_dir(upload_id)
+        await _io("abort multipart upload", lambda: shutil.rmtree(directory, True))
 
     async def list_multipart(self, *, prefix: str) -> list[PendingMultipart]:
         def scan() -> list[PendingMultipart]:
@@ -128,7 +135,7 @@ class FilesystemObjectStore:
                     )
             return found
 
-        return await asyncio.to_thread(scan)
+        return await _io("list multipart uploads", scan)
 
     async def put_object(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -139,17 +146,22 @@ class FilesystemObjectStore:
             tmp.write_bytes(data)
             tmp.replace(path)
 
-        await asyncio.to_thread(write)
+        await _io("put object", write)
 
     async def delete_object(self, key: str) -> None:
-        await asyncio.to_thread(self._path(key).unlink, True)
+        path = self._path(key)
+        await _io("delete object", lambda: path.unlink(True))
 
     async def object_size(self, key: str) -> int | None:
         path = self._path(key)
-        try:
-            return (await asyncio.to_thread(path.stat)).st_size
-        except FileNotFoundError:
-            return None
+
+        def size() -> int | None:
+            try:
+                return path.stat().st_size
+            except FileNotFoundError:
+                return None
+
+        return await _io("stat object", size)
 
     async def read_range(self, key: str, *, start: int, length: int) -> bytes:
         def read() -> bytes:
@@ -157,7 +169,7 @@ class FilesystemObjectStore:
                 handle.seek(start)
                 return handle.read(length)
 
-        return await asyncio.to_thread(read)
+        return await _io("read object", read)
 
     def _scan_keys(self, prefix: str) -> list[str]:
         keys = []
@@ -169,7 +181,7 @@ class FilesystemObjectStore:
         return sorted(keys)
 
     async def list_keys(self, *, prefix: str) -> list[str]:
-        return await asyncio.to_thread(self._scan_keys, prefix)
+        return await _io("list objects", lambda: self._scan_keys(prefix))
 
     async def list_objects(self, *, prefix: str) -> list[StoredObject]:
         def scan() -> list[StoredObject]:
@@ -186,10 +198,20 @@ class FilesystemObjectStore:
                     )
             return found
 
-        return await asyncio.to_thread(scan)
+        return await _io("list objects", scan)
 
     async def close(self) -> None:
         return None
+
+
+async def _io(operation: str, work: Callable[[], T]) -> T:
+    """Runs blocking file work in a thread, its ``OSError`` translated (one map)."""
+
+    def mapped() -> T:
+        with map_os_errors(operation):
+            return work()
+
+    return await asyncio.to_thread(mapped)
 
 
 def _now() -> datetime:

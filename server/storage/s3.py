@@ -15,7 +15,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
-from server.errors import Internal, Reason, Unavailable
+from server.errors import Internal, ObjectGone, Reason, Unavailable
 from server.storage.port import PendingMultipart, StoredObject, UploadedPart, multipart_etag
 
 _S3_CALLS = [
@@ -33,7 +33,7 @@ _S3_CALLS = [
     "list_objects_v2",
 ]
 
-_GONE_CODES = {"NoSuchUpload", "NoSuchKey", "404", "NotFound"}
+_GONE_CODES = {"NoSuchUpload", "NoSuchKey", "NoSuchBucket", "404", "NotFound"}
 
 
 @contextlib.contextmanager
@@ -44,6 +44,9 @@ def map_botocore_errors(operation: str) -> Iterator[None]:
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in _GONE_CODES:
+            message = f"{operation}: no such object or upload"
+            raise ObjectGone(Reason.STORAGE_ERROR, message) from exc
         if status >= 500 or code in {"SlowDown", "ServiceUnavailable", "RequestTimeout"}:
             raise Unavailable(
                 Reason.STORAGE_UNAVAILABLE, f"object storage unavailable during {operation}"
@@ -55,13 +58,6 @@ def map_botocore_errors(operation: str) -> Iterator[None]:
         ) from exc
     except BotoCoreError as exc:
         raise Internal(Reason.STORAGE_ERROR, f"object storage failed {operation}") from exc
-
-
-def _is_gone(exc: BaseException) -> bool:
-    cause = exc.__cause__
-    if isinstance(cause, ClientError):
-        return str(cause.response.get("Error", {}).get("Code", "")) in _GONE_CODES
-    return False
 
 
 class S3ObjectStore:
@@ -116,13 +112,13 @@ class S3ObjectStore:
         return store
 
     async def _ensure_bucket(self) -> None:
-        with map_botocore_errors("head_bucket"):
-            try:
+        try:
+            with map_botocore_errors("head_bucket"):
                 await self._client.head_bucket(Bucket=self._bucket)
-                return
-            except ClientError as exc:
-                if str(exc.response.get("Error", {}).get("Code")) not in _GONE_CODES:
-                    raise
+            return
+        except ObjectGone:
+            pass
+        with map_botocore_errors("create_bucket"):
             await self._client.create_bucket(Bucket=self._bucket)
 
     @property
@@ -161,9 +157,7 @@ class S3ObjectStore:
                         "Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]
                     },
                 )
-        except Internal as exc:
-            if not _is_gone(exc):
-                raise
+        except ObjectGone as exc:
             if not await self._assembled_from(key, parts):
                 raise Internal(
                     Reason.STORAGE_ERROR,
@@ -175,10 +169,8 @@ class S3ObjectStore:
         try:
             with map_botocore_errors("head_object"):
                 head = await self._client.head_object(Bucket=self._bucket, Key=key)
-        except Internal as exc:
-            if _is_gone(exc):
-                return False
-            raise
+        except ObjectGone:
+            return False
         if int(head["ContentLength"]) != sum(p.size for p in parts):
             return False
         etag = str(head.get("ETag", "")).strip('"')
@@ -192,9 +184,8 @@ class S3ObjectStore:
                 await self._client.abort_multipart_upload(
                     Bucket=self._bucket, Key=key, UploadId=upload_id
                 )
-        except Internal as exc:
-            if not _is_gone(exc):
-                raise
+        except ObjectGone:
+            return  # already aborted (or completed): nothing to discard
 
     async def list_multipart(self, *, prefix: str) -> list[PendingMultipart]:
         # MinIO honours ListMultipartUploads' Prefix only when it names a whole key,
@@ -227,10 +218,8 @@ class S3ObjectStore:
         try:
             with map_botocore_errors("head_object"):
                 response = await self._client.head_object(Bucket=self._bucket, Key=key)
-        except Internal as exc:
-            if _is_gone(exc):
-                return None
-            raise
+        except ObjectGone:
+            return None
         return int(response["ContentLength"])
 
     async def read_range(self, key: str, *, start: int, length: int) -> bytes:

@@ -1,6 +1,6 @@
 """What happens to an upload stream that does not finish: suspend or discard.
 
-Refused content or a cancelled session *discard* the upload (abort the multipart
+Refused content, a full server disk or a cancelled session *discard* the upload (abort the multipart
 upload, delete the tail, give the quota unit back, cancel the session; an object
 already assembled is deleted only when no video row points at it, and kept for the
 janitor when the database cannot tell). Any other interruption -- a client gone, a
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.db.repository import Repository
-from server.errors import Cleanup, InvalidUpload, VidscanError
+from server.errors import Cleanup, InvalidUpload, StorageFull, VidscanError
 from server.sessions.port import SessionRecord, SessionState, SessionStore
 from server.storage.port import ObjectStore
 from server.upload.progress import UploadProgress, tail_key
@@ -86,7 +86,8 @@ class UploadCleaner:
             return Cleanup()
         if stream.recorded:  # the video stands; nothing to undo
             return Cleanup()
-        if isinstance(exc, InvalidUpload) or cancelled:
+        # A full disk discards too: keeping the parts would only fill it further.
+        if isinstance(exc, InvalidUpload | StorageFull) or cancelled:
             return await self.discard(session, stream, cancel_session=True)
         if stream.sealed is not None:
             log.info(

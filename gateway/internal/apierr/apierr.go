@@ -68,8 +68,11 @@ type QuotaViolation struct {
 // Reasons whose HTTP status differs from grpc-gateway's standard code mapping.
 // FILE_TOO_LARGE is INVALID_ARGUMENT on the gRPC side (400) but 413 over HTTP, the
 // same status the gateway answers when it stops an oversized body itself.
+// STORAGE_FULL is RESOURCE_EXHAUSTED like a user's quota, but it is the server's
+// disk that is full, not the client's fault: 507, not 429.
 var reasonHTTPStatus = map[string]int{
 	"FILE_TOO_LARGE": http.StatusRequestEntityTooLarge,
+	"STORAGE_FULL":   http.StatusInsufficientStorage,
 }
 
 // Reason returns the ErrorInfo reason of st, or "".

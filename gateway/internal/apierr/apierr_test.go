@@ -107,6 +107,7 @@ func TestHTTPStatus(t *testing.T) {
 		{codes.Unauthenticated, "", 401},
 		{codes.PermissionDenied, "", 403},
 		{codes.ResourceExhausted, "QUOTA_EXCEEDED", 429},
+		{codes.ResourceExhausted, "STORAGE_FULL", 507},
 		{codes.Unavailable, "", 503},
 		{codes.Aborted, "SESSION_BUSY", 409},
 		{codes.OutOfRange, "INVALID_OFFSET", 400},
