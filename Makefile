@@ -42,22 +42,24 @@ run: proto ## run vidscan on the embedded default (SQLite, local files, in-memor
 	./scripts/run.sh
 
 test: proto deps triton models gateway ## set up everything, then the whole suite against real services
+	$(VENV)/bin/ruff check server clients tests bench
+	$(VENV)/bin/mypy
 	cd gateway && go vet ./... && go test ./...
 	./scripts/test.sh
 
 test-fast: proto ## run the suite without the set-up steps
 	./scripts/test.sh -x -q
 
-lint: proto ## ruff, mypy --strict, buf lint and buf breaking
-	$(VENV)/bin/ruff check server clients tests
-	$(VENV)/bin/ruff format --check server clients tests
+lint: proto ## ruff, mypy --strict (server, client, tests, bench), buf lint and buf breaking
+	$(VENV)/bin/ruff check server clients tests bench
+	$(VENV)/bin/ruff format --check server clients tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/buf lint
 	./scripts/buf-breaking.sh
 
 fmt: venv
-	$(VENV)/bin/ruff check --fix server clients tests
-	$(VENV)/bin/ruff format server clients tests
+	$(VENV)/bin/ruff check --fix server clients tests bench
+	$(VENV)/bin/ruff format server clients tests bench
 
 bench: proto deps ## run the benchmarks; results land in bench/results/
 	$(PY) -m bench

@@ -66,7 +66,9 @@ def main() -> int:
     ordered = {k: sections[k] for k in SCENARIOS if k in sections}
     earlier = sections.get("analysis")
     if not triton_version and isinstance(earlier, dict):  # kept from an earlier run
-        triton_version = earlier.get("extra", {}).get("triton_version", "")
+        extra = earlier.get("extra")
+        if isinstance(extra, dict):
+            triton_version = str(extra.get("triton_version", ""))
     command = (
         "python -m bench"
         + (" --quick" if args.quick else "")

@@ -26,6 +26,7 @@ import grpc
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import SecretStr
 from support.process import ServerProcess
 from support.services import (
     MinioServer,
@@ -238,7 +239,7 @@ class Env:
             s3_bucket=BUCKET,
             s3_region=self.minio.region,
             s3_access_key_id=self.minio.access_key,
-            s3_secret_access_key=self.minio.secret_key,
+            s3_secret_access_key=SecretStr(self.minio.secret_key),
             data_dir=self.workdir / "server-data",
             janitor_interval_seconds=3600,
             shutdown_grace_seconds=5,

@@ -12,6 +12,7 @@ import asyncio
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -215,7 +216,7 @@ def _tus_upload(http: httpx.Client, base_url: str, path: Path, size: int) -> Non
         while offset < size:
             length = min(TUS_PATCH, size - offset)
 
-            def body(length: int = length) -> object:
+            def body(length: int = length) -> Iterator[bytes]:
                 left = length
                 while left:
                     piece = source.read(min(MIB, left))

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -81,7 +82,7 @@ def real_settings(
         s3_bucket=BUCKET,
         s3_region=minio.region,
         s3_access_key_id=minio.access_key,
-        s3_secret_access_key=minio.secret_key,
+        s3_secret_access_key=SecretStr(minio.secret_key),
         data_dir=workdir / "server-data",
         janitor_interval_seconds=3600,
         shutdown_grace_seconds=5,

@@ -396,12 +396,16 @@ async def test_upload_recovers_from_a_server_crash(
                     proxy.cut()
                     loop.call_soon_threadsafe(killed.set)
 
+            def on_retry(_attempt: int, error: VidscanError, _delay: float) -> None:
+                retries.append(error)
+                attempts.append([])
+
             def call() -> upload_pb2.UploadResult:
                 with VidscanClient(proxy.target, token) as client:
                     return client.upload(
                         path,
                         on_progress=on_progress,
-                        on_retry=lambda _n, error, _d: (retries.append(error), attempts.append([])),
+                        on_retry=on_retry,
                     )
 
             upload = asyncio.create_task(asyncio.to_thread(call))

@@ -232,7 +232,7 @@ async def test_cancel_session_stops_an_upload_in_flight(
         # The client is still paused mid-file: the server must end the stream itself.
         with pytest.raises(grpc.RpcError) as caught:
             await asyncio.to_thread(call.result, 30)
-        assert caught.value.code() == grpc.StatusCode.CANCELLED  # type: ignore[attr-defined]
+        assert caught.value.code() == grpc.StatusCode.CANCELLED
         assert details(caught.value).reason == "UPLOAD_CANCELLED"
     finally:
         paused.release.set()

@@ -29,6 +29,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 from conftest import Database, Running, StartServer
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from support.process import ServerProcess
 from support.rpc import CHUNK, details, header
@@ -92,7 +93,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 s3_bucket=BUCKET,
                 s3_region=minio.region,
                 s3_access_key_id=minio.access_key,
-                s3_secret_access_key=minio.secret_key,
+                s3_secret_access_key=SecretStr(minio.secret_key),
                 data_dir=root / "server-data",
                 janitor_interval_seconds=3600,
                 shutdown_grace_seconds=2,

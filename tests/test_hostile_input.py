@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -114,7 +115,7 @@ async def test_declared_size_and_hash_must_match(
 
 async def test_header_field_rules(server: Running, videos: dict[str, bytes]) -> None:
     user = f"fields-{id(server)}"
-    cases = [
+    cases: list[tuple[dict[str, Any], str, list[str]]] = [
         ({"declared_sha256": "xyz"}, "INVALID_FIELD", ["header.declared_sha256"]),
         ({"metadata": {"blob": "x" * 20000}}, "METADATA_TOO_LARGE", []),
         ({"model": "no-such-model"}, "MODEL_NOT_ALLOWED", []),
@@ -138,7 +139,7 @@ async def test_wrong_offset_and_missing_header(server: Running, videos: dict[str
 
     from vidscan.v1 import upload_pb2
 
-    async def chunks_only():  # type: ignore[no-untyped-def]
+    async def chunks_only() -> AsyncIterator[upload_pb2.UploadVideoRequest]:
         yield upload_pb2.UploadVideoRequest(chunk=videos["mp4"], finish_write=True)
 
     with pytest.raises(grpc.RpcError) as caught:

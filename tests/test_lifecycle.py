@@ -35,7 +35,7 @@ async def test_sigterm_drains_in_flight_uploads_and_refuses_new_ones(
             try:
                 assert await asyncio.to_thread(paused.paused.wait, 20)
                 proc.terminate()
-                health = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
+                health = health_pb2_grpc.HealthStub(channel)
 
                 async def not_serving() -> bool:
                     reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
@@ -65,7 +65,7 @@ async def test_sigterm_drains_in_flight_uploads_and_refuses_new_ones(
 
 
 async def test_health_and_reflection_need_no_token(server: Running) -> None:
-    health = health_pb2_grpc.HealthStub(server.channel)  # type: ignore[no-untyped-call]
+    health = health_pb2_grpc.HealthStub(server.channel)
     for service in ("", "vidscan.v1.UploadService", "vidscan.v1.AnalysisService"):
         reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -77,7 +77,7 @@ async def test_health_and_reflection_need_no_token(server: Running) -> None:
             # Resolving a method's messages works without any .proto file here;
             # ghz asks for the method symbol itself, not only the service.
             database.FindFileContainingSymbol("vidscan.v1.UploadService")
-            stub = reflection_pb2_grpc.ServerReflectionStub(channel)  # type: ignore[no-untyped-call]
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
             request = reflection_pb2.ServerReflectionRequest(
                 file_containing_symbol="vidscan.v1.UploadService.UploadVideo"
             )

@@ -86,7 +86,7 @@ class ErrorDetails:
 
 def details(error: grpc.RpcError) -> ErrorDetails:
     """Unpacks the google.rpc.Status details the server attaches to every error."""
-    status: status_pb2.Status | None = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status: status_pb2.Status | None = rpc_status.from_call(error)
     assert status is not None, f"no rich status on {error.code()}: {error.details()}"
     reason, metadata, cleanup = "", {}, None
     violations: list[str] = []
@@ -122,15 +122,16 @@ class Client:
         self.metadata = (("authorization", f"Bearer {token}"),)
 
     async def new_session(self, **fields: Any) -> upload_pb2.UploadSession:
-        response = await self.uploads.CreateUploadSession(
+        response: upload_pb2.CreateUploadSessionResponse = await self.uploads.CreateUploadSession(
             upload_pb2.CreateUploadSessionRequest(**fields), metadata=self.metadata
         )
         return response.session
 
     async def status(self, session_id: str) -> upload_pb2.GetUploadSessionResponse:
-        return await self.uploads.GetUploadSession(
+        response: upload_pb2.GetUploadSessionResponse = await self.uploads.GetUploadSession(
             upload_pb2.GetUploadSessionRequest(session_id=session_id), metadata=self.metadata
         )
+        return response
 
     async def upload(
         self,
@@ -148,13 +149,13 @@ class Client:
         )
 
     async def video(self, video_id: str) -> analysis_pb2.Video:
-        response = await self.analyses.GetVideo(
+        response: analysis_pb2.GetVideoResponse = await self.analyses.GetVideo(
             analysis_pb2.GetVideoRequest(video_id=video_id), metadata=self.metadata
         )
         return response.video
 
     async def analysis(self, analysis_id: str) -> analysis_pb2.Analysis:
-        response = await self.analyses.GetAnalysis(
+        response: analysis_pb2.GetAnalysisResponse = await self.analyses.GetAnalysis(
             analysis_pb2.GetAnalysisRequest(analysis_id=analysis_id), metadata=self.metadata
         )
         return response.analysis

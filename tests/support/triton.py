@@ -214,11 +214,14 @@ class TritonServer(Stoppable):
                     )
                 time.sleep(0.2)
 
-    def stop(self, timeout: float = EXIT_TIMEOUT_S + 15.0) -> int | None:
-        """Graceful stop (SIGTERM); SIGKILL after ``timeout``. Returns the exit code."""
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM); SIGKILL after a grace period."""
+        self._stop(timeout=EXIT_TIMEOUT_S + 15.0)
+
+    def _stop(self, *, timeout: float) -> None:
         process = self._process
         if process is None:
-            return None
+            return
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
@@ -229,7 +232,6 @@ class TritonServer(Stoppable):
                 process.wait(timeout=30)
         self._reap_group()
         self._close_log()
-        return process.returncode
 
     def kill(self) -> None:
         """SIGKILL tritonserver and its python-backend stubs (crash simulation)."""
