@@ -9,12 +9,9 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
-from server.clock import system_clock
 from server.config import Settings, load_settings
-from server.db.engine import create_engine
-from server.db.migrate import upgrade_to_head
-from server.db.repository import Repository
-from server.main import database_url, run_workers, serve, token_authority
+from server.main import open_repository, token_authority
+from server.processes import run_workers, serve
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,21 +32,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _with_repository(settings: Settings, action: str, args: argparse.Namespace) -> None:
-    engine = create_engine(database_url(settings))
-    try:
-        await upgrade_to_head(engine)
-        repo = Repository(
-            engine=engine,
-            clock=system_clock,
-            default_quota=settings.default_upload_quota,
-        )
+    async with open_repository(settings) as repo:
         if action == "set-quota":
             await repo.set_quota(user_id=args.user_id, remaining=args.remaining)
             print(f"{args.user_id}: {args.remaining} uploads remaining")
         elif action == "get-quota":
             print(await repo.get_quota(user_id=args.user_id))
-    finally:
-        await engine.dispose()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,7 +31,7 @@ from typing import Protocol
 from server.clock import Clock
 from server.db.repository import Repository
 from server.errors import VidscanError
-from server.storage.port import ObjectStore
+from server.storage.port import InventoriedStore
 from server.upload.naming import OBJECT_PREFIX
 from server.upload.progress import tail_key
 
@@ -60,7 +60,7 @@ class Janitor:
     def __init__(
         self,
         *,
-        store: ObjectStore,
+        store: InventoriedStore,
         repository: Repository,
         spool_dir: Path,
         max_age: timedelta,

@@ -1,18 +1,18 @@
 """The composition root: the only place that builds adapters and wires services.
 
 ``build_core`` turns validated settings into the adapters and use cases shared by
-the gRPC server and the analysis workers; ``build_app`` adds the gRPC server;
-``serve`` and ``run_workers`` run them until SIGTERM/SIGINT.
+the gRPC server and the analysis workers; ``build_app`` adds the gRPC server,
+``build_worker`` the worker-only process, ``open_repository`` the CLI's database.
+Running them until SIGTERM/SIGINT is ``processes.py``'s job; stopping background
+work in order is ``background.py``'s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -29,24 +29,26 @@ from server.api.analysis_servicer import AnalysisServicer
 from server.api.reflection import enable_reflection
 from server.api.upload_servicer import UploadServicer
 from server.auth import TokenAuthority
+from server.background import Background, Closer
 from server.clock import Clock, system_clock
 from server.config import Settings
 from server.db.analyses import AnalysisRepository
 from server.db.engine import create_engine
 from server.db.migrate import upgrade_to_head
 from server.db.repository import Repository
+from server.detection.readiness import keep_detector_loaded
 from server.detection.triton import TritonDetector, TritonOptions
-from server.errors import VidscanError
 from server.faults import FaultPoints, parse_fault_points
 from server.janitor import Janitor
 from server.lifecycle import Admission
 from server.media.isolation import MediaInspector, MediaWorkerConfig
 from server.sessions.memory import MemorySessionStore
-from server.sessions.port import SessionStore
+from server.sessions.port import LockingSessionStore, SessionLocker, SessionStore
 from server.sessions.redis import RedisSessionStore
 from server.storage.filesystem import FilesystemObjectStore
-from server.storage.port import ObjectStore
+from server.storage.port import InventoriedStore
 from server.storage.s3 import S3ObjectStore
+from server.upload.open_session import SessionOpener
 from server.upload.pipeline import UploadPipeline, UploadRules
 
 log = logging.getLogger("vidscan")
@@ -57,17 +59,12 @@ SERVICE_NAMES = (
 )
 # Health service name that reports whether Triton and every allowed model are ready.
 DETECTOR_HEALTH = "vidscan.detector"
-DETECTOR_RETRY_SECONDS = 5.0
 RECOVERY_INTERVAL_SECONDS = 30.0
 # The janitor leaves alone what is younger than the session TTL plus this: a stream
 # that began just before its session expired may still be finishing.
 JANITOR_GRACE_SECONDS = 600
 # An analysis younger than this may simply not be enqueued yet by its upload.
 RECOVERY_MIN_AGE_SECONDS = 30.0
-# How long shutdown waits for analysis workers to finish the job in hand.
-WORKER_STOP_SECONDS = 15.0
-
-Closer = Callable[[], Awaitable[None]]
 
 
 @dataclass
@@ -78,39 +75,27 @@ class Core:
     clock: Clock
     repository: Repository
     analyses: AnalysisRepository
-    store: ObjectStore
+    store: InventoriedStore
     sessions: SessionStore
+    locker: SessionLocker
     media: MediaInspector
     queue: RecoverableQueue
     detector: TritonDetector | None
     analyzer: Analyzer | None
-    closers: list[Closer] = field(default_factory=list)
-    background: list[asyncio.Task[None]] = field(default_factory=list)
-    workers: list[asyncio.Task[None]] = field(default_factory=list)
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    background: Background = field(default_factory=Background)
 
     def spawn(self, coro: Awaitable[None]) -> None:
-        self.background.append(asyncio.ensure_future(coro))
+        self.background.spawn(coro)
 
     async def close(self) -> None:
-        self.stopping.set()  # workers finish the job in hand and leave
-        if self.workers:
-            _, late = await asyncio.wait(self.workers, timeout=WORKER_STOP_SECONDS)
-            self.background.extend(late)
-        for task in self.background:
-            task.cancel()
-        for task in self.background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for close in reversed(self.closers):
-            await close()
+        await self.background.close()
 
 
 def database_url(settings: Settings) -> str:
     return settings.database_url or f"sqlite+aiosqlite:///{settings.data_dir / 'vidscan.db'}"
 
 
-async def build_store(settings: Settings) -> ObjectStore:
+async def build_store(settings: Settings) -> InventoriedStore:
     if settings.s3_bucket:
         return await S3ObjectStore.open(
             endpoint_url=settings.s3_endpoint_url,
@@ -122,7 +107,7 @@ async def build_store(settings: Settings) -> ObjectStore:
     return FilesystemObjectStore(root=settings.data_dir / "objects")
 
 
-def build_sessions(settings: Settings, clock: Clock) -> SessionStore:
+def build_sessions(settings: Settings, clock: Clock) -> LockingSessionStore:
     if settings.redis_url:
         return RedisSessionStore.from_url(settings.redis_url)
     return MemorySessionStore(clock=clock)
@@ -217,30 +202,11 @@ async def build_core(settings: Settings, *, clock: Clock = system_clock) -> Core
         sessions=sessions,
         media=media,
         queue=queue,
+        locker=sessions,
         detector=detector,
         analyzer=analyzer,
-        closers=closers,
+        background=Background(closers=closers),
     )
-
-
-async def _keep_detector_loaded(
-    detector: TritonDetector, on_change: Callable[[bool], Awaitable[None]]
-) -> None:
-    """Loads the model contracts at start and keeps checking Triton's readiness, so
-    that a Triton started later (or restarted) is picked up without a restart."""
-    state: bool | None = None
-    while True:
-        try:
-            if not detector.loaded:
-                await detector.load()
-            ready = await detector.ready()
-        except VidscanError as exc:
-            log.warning("detector not ready: %s", exc.message)
-            ready = False
-        if ready != state:
-            state = ready
-            await on_change(ready)
-        await asyncio.sleep(DETECTOR_RETRY_SECONDS)
 
 
 def start_workers(core: Core, *, count: int) -> None:
@@ -254,17 +220,15 @@ def start_workers(core: Core, *, count: int) -> None:
             analyses=core.analyses,
             name=f"{host}-{id(core):x}-{index}",
         )
-        core.workers.append(
-            asyncio.ensure_future(
-                worker.run_forever(
-                    stop=core.stopping,
-                    retry_delay_seconds=core.settings.analysis_retry_seconds,
-                )
+        core.background.add_worker(
+            worker.run_forever(
+                stop=core.background.stopping,
+                retry_delay_seconds=core.settings.analysis_retry_seconds,
             )
         )
     core.spawn(
         queue_recovery(core).run_forever(
-            stop=core.stopping, interval_seconds=RECOVERY_INTERVAL_SECONDS
+            stop=core.background.stopping, interval_seconds=RECOVERY_INTERVAL_SECONDS
         )
     )
 
@@ -305,6 +269,7 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
     core = await build_core(settings, clock=clock)
     pipeline = UploadPipeline(
         sessions=core.sessions,
+        locker=core.locker,
         store=core.store,
         repository=core.repository,
         media=core.media,
@@ -344,13 +309,17 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
         UploadServicer(
             auth=auth,
             sessions=core.sessions,
-            repository=core.repository,
+            opener=SessionOpener(
+                sessions=core.sessions,
+                repository=core.repository,
+                clock=clock,
+                ttl=timedelta(seconds=settings.session_ttl_seconds),
+                max_bytes=settings.max_upload_bytes,
+            ),
             pipeline=pipeline,
             analysis=stage,
             admission=admission,
             clock=clock,
-            session_ttl=timedelta(seconds=settings.session_ttl_seconds),
-            max_upload_bytes=settings.max_upload_bytes,
             max_metadata_bytes=settings.max_metadata_bytes,
         ),
         server,
@@ -378,7 +347,7 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
             )
             log.info("detector %s", "ready" if ready else "NOT ready")
 
-        core.spawn(_keep_detector_loaded(core.detector, report))
+        core.spawn(keep_detector_loaded(core.detector, report))
     start_workers(core, count=settings.analysis_workers)
     janitor = Janitor(
         store=core.store,
@@ -399,39 +368,31 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
     )
 
 
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
-async def serve(settings: Settings) -> None:
-    app = await build_app(settings)
-    await app.server.start()
-    host = settings.grpc_listen.rsplit(":", 1)[0]
-    log.info("vidscan listening on %s:%d", host, app.port)
-    print(f"vidscan listening on {host}:{app.port}", flush=True)
-    await _until_signalled()
-    log.info("shutting down: draining %d upload(s)", app.admission.in_flight)
-    await app.stop(settings.shutdown_grace_seconds)
-    log.info("stopped")
-
-
-async def run_workers(settings: Settings) -> None:
-    """``vidscan-server worker``: analysis workers only, no gRPC server."""
+async def build_worker(settings: Settings) -> Core:
+    """``vidscan-server worker``: the core, analysis workers and the detector's
+    readiness loop; no gRPC server."""
     core = await build_core(settings)
-    if core.detector is None:
+    detector = core.detector
+    if detector is None:
         await core.close()
         raise SystemExit("TRITON_URL is not set: a worker needs a detector")
 
     async def report(ready: bool) -> None:
         log.info("detector %s", "ready" if ready else "NOT ready")
 
-    core.spawn(_keep_detector_loaded(core.detector, report))
+    core.spawn(keep_detector_loaded(detector, report))
     start_workers(core, count=max(1, settings.analysis_workers))
-    print(f"vidscan worker running ({max(1, settings.analysis_workers)} consumer(s))", flush=True)
-    await _until_signalled()
-    await core.close()
-    log.info("worker stopped")
+    return core
+
+
+@contextlib.asynccontextmanager
+async def open_repository(settings: Settings) -> AsyncIterator[Repository]:
+    """The database, migrated, for the CLI's one-off commands."""
+    engine = create_engine(database_url(settings))
+    try:
+        await upgrade_to_head(engine)
+        yield Repository(
+            engine=engine, clock=system_clock, default_quota=settings.default_upload_quota
+        )
+    finally:
+        await engine.dispose()

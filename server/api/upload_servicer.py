@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -17,18 +15,16 @@ from server.api import messages
 from server.api.status import rpc_errors
 from server.auth import TokenAuthority
 from server.clock import Clock
-from server.db.repository import Repository
 from server.errors import (
     Cancelled,
     IncompleteUpload,
     InvalidUpload,
-    QuotaExceeded,
-    QuotaViolation,
     Reason,
     invalid_field,
 )
 from server.lifecycle import Admission
 from server.sessions.port import SessionRecord, SessionState, SessionStore
+from server.upload.open_session import SessionOpener
 from server.upload.pipeline import UploadInput, UploadPipeline, session_not_found
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -41,24 +37,20 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         *,
         auth: TokenAuthority,
         sessions: SessionStore,
-        repository: Repository,
+        opener: SessionOpener,
         pipeline: UploadPipeline,
         analysis: AnalysisStage,
         admission: Admission,
         clock: Clock,
-        session_ttl: timedelta,
-        max_upload_bytes: int,
         max_metadata_bytes: int,
     ) -> None:
         self._auth = auth
         self._sessions = sessions
-        self._repo = repository
+        self._opener = opener
         self._pipeline = pipeline
         self._analysis = analysis
         self._admission = admission
         self._clock = clock
-        self._ttl = session_ttl
-        self._max_bytes = max_upload_bytes
         self._max_metadata = max_metadata_bytes
 
     async def _owned(self, session_id: str, user_id: str) -> SessionRecord:
@@ -73,29 +65,13 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
     ) -> upload_pb2.CreateUploadSessionResponse:
         user_id = self._auth.user_from_metadata(context.invocation_metadata())
         self._admission.check_open()
-        if request.HasField("expected_size") and request.expected_size > self._max_bytes:
-            raise InvalidUpload(
-                Reason.FILE_TOO_LARGE,
-                f"expected_size exceeds the limit of {self._max_bytes} bytes",
-                metadata={"max_bytes": str(self._max_bytes)},
-            )
-        if await self._repo.get_quota(user_id=user_id) <= 0:
-            raise QuotaExceeded(
-                Reason.QUOTA_EXCEEDED,
-                "upload quota exhausted for this user",
-                quota_violations=[QuotaViolation(f"user:{user_id}", "no uploads left")],
-            )
-        now = self._clock()
-        record = SessionRecord(
-            session_id=str(uuid.uuid4()),
+        record = await self._opener.open(
             user_id=user_id,
-            state=SessionState.ACTIVE,
-            created_at=now,
-            expires_at=now + self._ttl,
-            max_bytes=self._max_bytes,
+            expected_size=request.expected_size if request.HasField("expected_size") else None,
         )
-        await self._sessions.create(record)
-        return upload_pb2.CreateUploadSessionResponse(session=messages.upload_session(record, now))
+        return upload_pb2.CreateUploadSessionResponse(
+            session=messages.upload_session(record, record.created_at)
+        )
 
     @rpc_errors
     async def GetUploadSession(

@@ -73,15 +73,26 @@ class SessionStore(Protocol):
         was not ACTIVE (or is gone). A crash can never leave half of it written."""
         ...
 
-    async def acquire_lock(self, session_id: str, *, owner: str, ttl_seconds: float) -> bool:
-        """Takes the one-stream-per-session lock; it expires by itself after ``ttl``
-        so that a stream whose process died does not hold it forever."""
-        ...
-
-    async def refresh_lock(self, session_id: str, *, owner: str, ttl_seconds: float) -> bool: ...
-
-    async def release_lock(self, session_id: str, *, owner: str) -> None: ...
-
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class SessionLocker(Protocol):
+    """The one-stream-per-session lock, a port of its own (like tusd's ``Locker``):
+    it could live elsewhere than the sessions (etcd, a database)."""
+
+    async def acquire_lock(self, session_id: str, *, owner: str, ttl_seconds: float) -> bool:
+        """Takes the lock; it expires by itself after ``ttl`` so that a stream whose
+        process died does not hold it forever."""
+        ...
+
+    async def refresh_lock(self, session_id: str, *, owner: str, ttl_seconds: float) -> bool:
+        """Extends the lock if ``owner`` still holds it; False if it does not."""
+        ...
+
+    async def release_lock(self, session_id: str, *, owner: str) -> None: ...
+
+
+class LockingSessionStore(SessionStore, SessionLocker, Protocol):
+    """Both ports in one adapter (Redis, memory)."""

@@ -72,8 +72,6 @@ class ObjectStore(Protocol):
         """Discards the upload and its parts; succeeds if it is already gone."""
         ...
 
-    async def list_multipart(self, *, prefix: str) -> list[PendingMultipart]: ...
-
     async def put_object(self, key: str, data: bytes) -> None:
         """Stores a small object in one request (the tail of an interrupted upload)."""
         ...
@@ -88,10 +86,21 @@ class ObjectStore(Protocol):
 
     async def read_range(self, key: str, *, start: int, length: int) -> bytes: ...
 
+    async def close(self) -> None: ...
+
+
+class ObjectInventory(Protocol):
+    """An optional ability (tusd-style): listing what the store holds. Only the
+    janitor and tests need it, so the upload path's fakes need not have it."""
+
+    async def list_multipart(self, *, prefix: str) -> list[PendingMultipart]: ...
+
     async def list_keys(self, *, prefix: str) -> list[str]: ...
 
     async def list_objects(self, *, prefix: str) -> list[StoredObject]:
         """Every object under ``prefix`` with its size and age (the janitor's view)."""
         ...
 
-    async def close(self) -> None: ...
+
+class InventoriedStore(ObjectStore, ObjectInventory, Protocol):
+    """A store with both abilities (both adapters here)."""

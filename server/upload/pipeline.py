@@ -45,7 +45,7 @@ from server.errors import (
 from server.faults import FaultPoints, FinishStep, NoFaults
 from server.media.isolation import MediaInspector
 from server.media.sniff import Container
-from server.sessions.port import SessionRecord, SessionState, SessionStore
+from server.sessions.port import SessionLocker, SessionRecord, SessionState, SessionStore
 from server.storage.port import ObjectStore
 from server.upload.cleanup import ActiveStream, UploadCleaner, finish_even_if_cancelled
 from server.upload.finish import UploadFinisher
@@ -112,6 +112,7 @@ class UploadPipeline:
         self,
         *,
         sessions: SessionStore,
+        locker: SessionLocker,
         store: ObjectStore,
         repository: Repository,
         media: MediaInspector,
@@ -121,6 +122,7 @@ class UploadPipeline:
         faults: FaultPoints | None = None,
     ) -> None:
         self._sessions = sessions
+        self._locker = locker
         self._store = store
         self._repo = repository
         self._media = media
@@ -150,7 +152,10 @@ class UploadPipeline:
         ):
             raise session_not_found(request.session_id)
         async with hold_stream_lock(
-            self._sessions, session.session_id, lock_seconds=self._rules.lock_seconds
+            self._sessions,
+            self._locker,
+            session.session_id,
+            lock_seconds=self._rules.lock_seconds,
         ) as watch:
             # Re-read under the lock: a stream that just ended may have saved progress.
             current = await self._sessions.get(session.session_id)
@@ -408,7 +413,7 @@ class UploadPipeline:
             session.session_id, expected=SessionState.ACTIVE, new=SessionState.CANCELLED
         )
         owner = self._new_id()
-        if await self._sessions.acquire_lock(
+        if await self._locker.acquire_lock(
             session.session_id, owner=owner, ttl_seconds=self._rules.lock_seconds
         ):
             try:
@@ -418,5 +423,5 @@ class UploadPipeline:
                         current, UploadProgress.from_json(current.progress)
                     )
             finally:
-                await self._sessions.release_lock(session.session_id, owner=owner)
+                await self._locker.release_lock(session.session_id, owner=owner)
         return changed

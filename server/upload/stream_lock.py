@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.errors import Reason, SessionBusy, VidscanError
-from server.sessions.port import SessionState, SessionStore
+from server.sessions.port import SessionLocker, SessionState, SessionStore
 
 # How often a running stream looks for CancelUploadSession on its session.
 WATCH_INTERVAL_SECONDS = 1.0
@@ -56,17 +56,19 @@ def _retrieve(task: asyncio.Task[None]) -> None:
 
 @contextlib.asynccontextmanager
 async def hold_stream_lock(
-    sessions: SessionStore, session_id: str, *, lock_seconds: float
+    sessions: SessionStore, locker: SessionLocker, session_id: str, *, lock_seconds: float
 ) -> AsyncIterator[StreamWatch]:
     owner = str(uuid.uuid4())
-    if not await sessions.acquire_lock(session_id, owner=owner, ttl_seconds=lock_seconds):
+    if not await locker.acquire_lock(session_id, owner=owner, ttl_seconds=lock_seconds):
         raise SessionBusy(
             Reason.SESSION_BUSY,
             "another stream is already writing this session",
             metadata={"session_id": session_id},
         )
     watch = StreamWatch(task=asyncio.current_task())
-    keeper = asyncio.create_task(_keep(sessions, session_id, owner, watch, lock_seconds))
+    keeper = asyncio.create_task(
+        _keep(sessions, locker, session_id, owner=owner, watch=watch, lock_seconds=lock_seconds)
+    )
     keeper.add_done_callback(_retrieve)
     try:
         yield watch
@@ -77,11 +79,17 @@ async def hold_stream_lock(
         keeper.cancel()
         await asyncio.wait({keeper}, timeout=KEEPER_STOP_SECONDS)
         with contextlib.suppress(VidscanError):
-            await asyncio.shield(sessions.release_lock(session_id, owner=owner))
+            await asyncio.shield(locker.release_lock(session_id, owner=owner))
 
 
 async def _keep(
-    sessions: SessionStore, session_id: str, owner: str, watch: StreamWatch, lock_seconds: float
+    sessions: SessionStore,
+    locker: SessionLocker,
+    session_id: str,
+    *,
+    owner: str,
+    watch: StreamWatch,
+    lock_seconds: float,
 ) -> None:
     """Refreshes the lock and notices CancelUploadSession (from any replica).
 
@@ -98,9 +106,7 @@ async def _keep(
             return
         with contextlib.suppress(VidscanError):
             if loop.time() - last_refresh >= lock_seconds / 3:
-                if not await sessions.refresh_lock(
-                    session_id, owner=owner, ttl_seconds=lock_seconds
-                ):
+                if not await locker.refresh_lock(session_id, owner=owner, ttl_seconds=lock_seconds):
                     _lose(watch)
                     return
                 last_refresh = loop.time()

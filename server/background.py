@@ -1,0 +1,47 @@
+"""The tasks a process runs beside its RPCs, and their orderly stop.
+
+Two kinds: *workers* (analysis consumers) are asked to stop through ``stopping`` and
+get ``WORKER_STOP_SECONDS`` to finish the job in hand; *loops* (janitor, recovery,
+detector readiness) are cancelled. Closers (adapters) run last, in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+# How long shutdown waits for analysis workers to finish the job in hand.
+WORKER_STOP_SECONDS = 15.0
+
+Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Background:
+    closers: list[Closer] = field(default_factory=list)
+    loops: list[asyncio.Task[None]] = field(default_factory=list)
+    workers: list[asyncio.Task[None]] = field(default_factory=list)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        """A loop that runs until the process stops (cancelled then)."""
+        self.loops.append(asyncio.ensure_future(coro))
+
+    def add_worker(self, coro: Awaitable[None]) -> None:
+        """A worker that watches ``stopping`` and leaves by itself."""
+        self.workers.append(asyncio.ensure_future(coro))
+
+    async def close(self) -> None:
+        self.stopping.set()  # workers finish the job in hand and leave
+        if self.workers:
+            _, late = await asyncio.wait(self.workers, timeout=WORKER_STOP_SECONDS)
+            self.loops.extend(late)
+        for task in self.loops:
+            task.cancel()
+        for task in self.loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for close in reversed(self.closers):
+            await close()
