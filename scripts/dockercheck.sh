@@ -550,9 +550,10 @@ def main() -> None:
                 "        f.pts = i\n"
                 "        out.mux(s.encode(f))\n"
                 "    out.mux(s.encode())\n", str(clip)])
-    request = {"op": "validate", "path": str(clip), "memory_bytes": 2 << 30, "cpu_seconds": 60,
-               "fault": "", "limits": {"max_pixels": 7680 * 4320, "max_seconds": 3600.0,
-                                       "max_fps": 240.0}}
+    request = {"op": "validate",
+               "sandbox": {"memory_bytes": 2 << 30, "cpu_seconds": 60, "fault": ""},
+               "request": {"path": str(clip), "limits": {"max_pixels": 7680 * 4320,
+                                                         "max_seconds": 3600.0, "max_fps": 240.0}}}
     worker = run(["python", "-m", "server.media.worker"], input=json.dumps(request), stdin=None)
     answer = {}
     if make.returncode == 0 and worker.returncode == 0:

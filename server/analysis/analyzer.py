@@ -15,14 +15,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from vidscan.v1 import detection_pb2
 
 from server.analysis.queue import Job, JobQueue, retry_delay
 from server.db.analyses import TERMINAL, AnalysisRepository
 from server.db.models import AnalysisRow
 from server.detection.aggregate import aggregate
 from server.detection.contract import ModelContract
+from server.detection.result import to_document
 from server.errors import Internal, InvalidUpload, Reason, Unavailable, VidscanError
 from server.media.isolation import MediaInspector
+from server.media.messages import SampleRequest
 from server.storage.port import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -108,21 +111,20 @@ class Analyzer:
         async with self._video_file(video.s3_key, local_path) as path:
             out = Path(tempfile.mktemp(suffix=".npy", dir=self._rules.spool_dir))
             try:
-                sampled = await self._media.run(
-                    {
-                        "op": "sample_frames",
-                        "path": str(path),
-                        "count": self._rules.frames,
-                        "duration": video.duration_seconds,
-                        "size": contract.size,
-                        "mean": list(contract.mean),
-                        "std": list(contract.std),
-                        "layout": contract.layout,
-                        "out": str(out),
-                        "min_frames": _minimum_frames(
+                sampled = await self._media.sample_frames(
+                    SampleRequest(
+                        path=str(path),
+                        count=self._rules.frames,
+                        duration=video.duration_seconds,
+                        size=contract.size,
+                        mean=tuple(contract.mean),
+                        std=tuple(contract.std),
+                        layout=contract.layout,
+                        out=str(out),
+                        min_frames=_minimum_frames(
                             self._rules.frames, video.duration_seconds, video.fps
                         ),
-                    }
+                    )
                 )
                 frames = np.load(out)
             finally:
@@ -131,20 +133,22 @@ class Analyzer:
         scores = await self._detector.infer(row.model_name, frames)
         inference_ms = (time.perf_counter() - started) * 1000
         confidence = aggregate(scores, strategy=self._rules.strategy)
-        return {
-            "is_fake": confidence >= self._rules.threshold,
-            "confidence": round(confidence, 6),
-            "threshold": self._rules.threshold,
-            "model_name": contract.name,
-            "model_version": contract.version,
-            "reference_model": contract.reference_model,
-            "disclaimer": contract.disclaimer,
-            "frames_analyzed": len(scores),
-            "frame_scores": [round(s, 6) for s in scores],
-            "aggregation": self._rules.strategy,
-            "decode_ms": float(sampled["decode_ms"]),
-            "inference_ms": round(inference_ms, 1),
-        }
+        return to_document(
+            detection_pb2.Detection(
+                is_fake=confidence >= self._rules.threshold,
+                confidence=round(confidence, 6),
+                threshold=self._rules.threshold,
+                model_name=contract.name,
+                model_version=contract.version,
+                reference_model=contract.reference_model,
+                disclaimer=contract.disclaimer,
+                frames_analyzed=len(scores),
+                frame_scores=[round(s, 6) for s in scores],
+                aggregation=self._rules.strategy,
+                decode_ms=sampled.decode_ms,
+                inference_ms=round(inference_ms, 1),
+            )
+        )
 
     @contextlib.asynccontextmanager
     async def _video_file(self, key: str, local_path: Path | None) -> AsyncIterator[Path]:

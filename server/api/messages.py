@@ -10,6 +10,7 @@ from vidscan.v1 import analysis_pb2, detection_pb2, upload_pb2
 
 from server.config import ALLOWED_FORMATS
 from server.db.models import AnalysisRow, VideoRow
+from server.detection.result import from_document
 from server.sessions.port import SessionRecord, SessionState
 
 _SESSION_STATES = {
@@ -80,9 +81,7 @@ def session_status(record: SessionRecord, now: datetime) -> upload_pb2.GetUpload
 def detection(result: dict[str, Any] | None) -> detection_pb2.Detection | None:
     if not result:
         return None
-    message = detection_pb2.Detection()
-    json_format.ParseDict(result, message, ignore_unknown_fields=True)
-    return message
+    return from_document(result)
 
 
 def video(row: VideoRow, *, uri: str, latest_analysis_id: str) -> analysis_pb2.Video:

@@ -17,6 +17,7 @@ import av
 import av.error
 import numpy as np
 
+from server.media.messages import SampledFrames, SampleRequest
 from server.media.probe import ProbeFailure, _why
 
 # Seeking is cheaper than decoding forward once the next target is this far ahead.
@@ -91,29 +92,27 @@ def to_tensor(
     return np.ascontiguousarray(batch, dtype=np.float32)
 
 
-def sample_to_file(request: dict[str, Any]) -> dict[str, Any]:
-    """The worker operation ``sample_frames``: writes the tensor to request["out"]."""
+def sample_to_file(request: SampleRequest) -> SampledFrames:
+    """The worker operation ``sample_frames``: writes the tensor to ``request.out``."""
     started = time.perf_counter()
-    frames, times = sample(
-        Path(request["path"]), count=int(request["count"]), duration=float(request["duration"])
-    )
-    minimum = int(request.get("min_frames", 1))
+    frames, times = sample(Path(request.path), count=request.count, duration=request.duration)
+    minimum = request.min_frames
     if len(frames) < minimum:
         raise ProbeFailure(
             "VIDEO_UNDECODABLE",
-            f"only {len(frames)} of {request['count']} frames could be decoded "
+            f"only {len(frames)} of {request.count} frames could be decoded "
             f"(at least {minimum} needed)",
         )
     tensor = to_tensor(
         frames,
-        size=int(request["size"]),
-        mean=list(request["mean"]),
-        std=list(request["std"]),
-        layout=str(request["layout"]),
+        size=request.size,
+        mean=list(request.mean),
+        std=list(request.std),
+        layout=request.layout,
     )
-    np.save(request["out"], tensor)
-    return {
-        "frames": len(frames),
-        "times": [round(t, 3) for t in times],
-        "decode_ms": round((time.perf_counter() - started) * 1000, 1),
-    }
+    np.save(request.out, tensor)
+    return SampledFrames(
+        frames=len(frames),
+        times=tuple(round(t, 3) for t in times),
+        decode_ms=round((time.perf_counter() - started) * 1000, 1),
+    )

@@ -9,14 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from server.errors import Internal, InvalidUpload, Reason
+from server.media.messages import (
+    RESULTS,
+    HeaderInfo,
+    MediaLimits,
+    MessageError,
+    ProbeRequest,
+    Refusal,
+    Request,
+    SampledFrames,
+    SampleRequest,
+    Sandbox,
+    ValidateRequest,
+    VideoInfo,
+    decode_answer,
+    encode_request,
+)
+
+T = TypeVar("T")
 
 _REASONS = {r.value: r for r in Reason}
 
@@ -35,27 +52,28 @@ class MediaInspector:
     def __init__(self, *, config: MediaWorkerConfig) -> None:
         self._config = config
 
-    async def probe_header(self, path: Path) -> dict[str, Any]:
-        return await self._run({"op": "probe_header", "path": str(path)})
+    async def probe_header(self, path: Path) -> HeaderInfo:
+        return await self._run(ProbeRequest(path=str(path)), HeaderInfo)
 
-    async def validate(self, path: Path) -> dict[str, Any]:
-        limits = {
-            "max_pixels": self._config.max_pixels,
-            "max_seconds": self._config.max_seconds,
-            "max_fps": self._config.max_fps,
-        }
-        return await self._run({"op": "validate", "path": str(path), "limits": limits})
+    async def validate(self, path: Path) -> VideoInfo:
+        limits = MediaLimits(
+            max_pixels=self._config.max_pixels,
+            max_seconds=self._config.max_seconds,
+            max_fps=self._config.max_fps,
+        )
+        return await self._run(ValidateRequest(path=str(path), limits=limits), VideoInfo)
 
-    async def run(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Runs any worker operation (used by frame sampling)."""
-        return await self._run(request)
+    async def sample_frames(self, request: SampleRequest) -> SampledFrames:
+        return await self._run(request, SampledFrames)
 
-    async def _run(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _run(self, request: Request, result: type[T]) -> T:
+        assert RESULTS[type(request)] is result, "each operation answers its own type"
         cfg = self._config
-        payload = dict(request)
-        payload["memory_bytes"] = cfg.memory_limit_bytes
-        payload["cpu_seconds"] = int(cfg.timeout_seconds) + 1
-        payload["fault"] = cfg.fault_injection
+        sandbox = Sandbox(
+            memory_bytes=cfg.memory_limit_bytes,
+            cpu_seconds=int(cfg.timeout_seconds) + 1,
+            fault=cfg.fault_injection,
+        )
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -66,7 +84,7 @@ class MediaInspector:
         )
         try:
             stdout, stderr = await asyncio.wait_for(
-                process.communicate(json.dumps(payload).encode()), cfg.timeout_seconds
+                process.communicate(encode_request(request, sandbox)), cfg.timeout_seconds
             )
         except TimeoutError:
             raise InvalidUpload(
@@ -87,9 +105,13 @@ class MediaInspector:
         if code != 0:
             detail = stderr.decode(errors="replace").strip()[-300:]
             raise Internal(Reason.MEDIA_WORKER_FAILED, f"media worker failed: {detail}")
-        answer: dict[str, Any] = json.loads(stdout)
-        if not answer.get("ok"):
-            reason = _REASONS.get(str(answer.get("reason")), Reason.VIDEO_UNDECODABLE)
-            raise InvalidUpload(reason, str(answer.get("message", "invalid video")))
-        info: dict[str, Any] = answer["info"]
-        return info
+        try:
+            answer = decode_answer(stdout, result)
+        except (MessageError, ValueError) as exc:
+            raise Internal(
+                Reason.MEDIA_WORKER_FAILED, f"media worker answered badly: {exc}"
+            ) from exc
+        if isinstance(answer, Refusal):
+            reason = _REASONS.get(answer.reason, Reason.VIDEO_UNDECODABLE)
+            raise InvalidUpload(reason, answer.message)
+        return answer

@@ -6,13 +6,14 @@ worker as a JSON answer; the server never imports PyAV.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
 import av.error
+
+from server.media.messages import HeaderInfo, MediaLimits, VideoInfo
 
 # How far we read looking for the first decodable frame before calling a stream
 # undecodable: enough for long GOP openings, small enough to bound the work.
@@ -29,26 +30,6 @@ class ProbeFailure(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_pixels: int
-    max_seconds: float
-    max_fps: float
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    container: str
-    codec: str
-    width: int
-    height: int
-    fps: float
-    duration_seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _open(path: Path) -> Any:
@@ -70,12 +51,12 @@ def _video_stream(container: Any) -> Any:
     return stream
 
 
-def probe_header(path: Path) -> dict[str, Any]:
+def probe_header(path: Path) -> HeaderInfo:
     """Early check on the bytes received so far: a parseable container header with a
     video stream whose codec has a decoder. Reads no frames."""
     with _open(path) as container:
         stream = _video_stream(container)
-        return {"codec": stream.codec_context.name}
+        return HeaderInfo(codec=str(stream.codec_context.name))
 
 
 def _fps(stream: Any) -> float:
@@ -113,7 +94,7 @@ def _decode_first_frame(container: Any, stream: Any) -> None:
     raise ProbeFailure("VIDEO_UNDECODABLE", "no decodable video frame found")
 
 
-def validate(path: Path, limits: Limits) -> VideoInfo:
+def validate(path: Path, limits: MediaLimits) -> VideoInfo:
     """Full validation after the last byte: stream, codec, geometry, rate, duration,
     and one decoded frame. The limits guard against decode bombs."""
     with _open(path) as container:

@@ -1,6 +1,7 @@
 """Entry point of the isolated media worker: ``python -m server.media.worker``.
 
-Reads one JSON request on stdin, answers one JSON object on stdout, exits.
+Reads one request on stdin, answers one message on stdout, exits (both typed and
+strictly decoded: ``server/media/messages.py``).
 Resource limits are applied before PyAV is imported, so a hostile file can at worst
 kill this process; the server turns that into a clean error for one upload.
 Exit codes: 0 answered (even a refusal), 3 the worker itself failed.
@@ -8,13 +9,27 @@ Exit codes: 0 answered (even a refusal), 3 the worker itself failed.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+
+from server.media.messages import (
+    OPS,
+    HeaderInfo,
+    MessageError,
+    ProbeRequest,
+    Refusal,
+    Request,
+    SampledFrames,
+    ValidateRequest,
+    VideoInfo,
+    decode_request,
+    encode_answer,
+)
+
+Answer = HeaderInfo | VideoInfo | SampledFrames | Refusal
 
 
 def _limit_resources(memory_bytes: int, cpu_seconds: int) -> None:
@@ -35,37 +50,38 @@ def _inject_fault(fault: str, op: str) -> None:
         signal.pause()
 
 
-def handle(request: dict[str, Any]) -> dict[str, Any]:
+def handle(request: Request) -> Answer:
     from server.media import probe
 
-    path = Path(request["path"])
     try:
-        if request["op"] == "probe_header":
-            return {"ok": True, "info": probe.probe_header(path)}
-        if request["op"] == "validate":
-            limits = probe.Limits(**request["limits"])
-            return {"ok": True, "info": probe.validate(path, limits).as_dict()}
-        if request["op"] == "sample_frames":
-            from server.media import frames
+        if isinstance(request, ProbeRequest):
+            return probe.probe_header(Path(request.path))
+        if isinstance(request, ValidateRequest):
+            return probe.validate(Path(request.path), request.limits)
+        from server.media import frames
 
-            return {"ok": True, "info": frames.sample_to_file(request)}
+        return frames.sample_to_file(request)
     except probe.ProbeFailure as failure:
-        return {"ok": False, "reason": failure.reason, "message": failure.message}
-    raise ValueError(f"unknown op {request['op']!r}")
+        return Refusal(reason=failure.reason, message=failure.message)
 
 
 def main() -> int:
-    request = json.loads(sys.stdin.read())
-    _limit_resources(int(request["memory_bytes"]), int(request["cpu_seconds"]))
-    _inject_fault(str(request.get("fault", "")), str(request["op"]))
+    try:
+        request, sandbox = decode_request(sys.stdin.read())
+    except (MessageError, ValueError) as exc:
+        print(f"media worker failed: malformed request: {exc}", file=sys.stderr)
+        return 3
+    _limit_resources(sandbox.memory_bytes, sandbox.cpu_seconds)
+    op = next(name for name, cls in OPS.items() if isinstance(request, cls))
+    _inject_fault(sandbox.fault, op)
     try:
         answer = handle(request)
     except MemoryError:
-        answer = {"ok": False, "reason": "VIDEO_LIMITS_EXCEEDED", "message": "out of memory"}
+        answer = Refusal(reason="VIDEO_LIMITS_EXCEEDED", message="out of memory")
     except Exception as exc:
         print(f"media worker failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 3
-    sys.stdout.write(json.dumps(answer))
+    sys.stdout.write(encode_answer(answer))
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from server.db.repository import Repository
 from server.errors import Cleanup, InvalidUpload, StorageFull, VidscanError
+from server.media.messages import HeaderInfo
 from server.sessions.port import SessionRecord, SessionState, SessionStore
 from server.storage.port import ObjectStore
 from server.upload.progress import UploadProgress, tail_key
@@ -40,7 +41,7 @@ class ActiveStream:
     spool: SpoolFile
     # The spool holds the whole file (False after a resume until it is downloaded).
     spool_complete: bool
-    probe: asyncio.Task[dict[str, Any]] | None = None
+    probe: asyncio.Task[HeaderInfo] | None = None
     sealed: UploadProgress | None = None  # set once the seal is saved in the session
     completed_key: str = ""
     record_attempted: bool = False

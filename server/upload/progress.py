@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
 
+from server.media.messages import VideoInfo, from_dict, to_dict
 from server.storage.port import UploadedPart
 
 
@@ -40,7 +40,7 @@ class UploadProgress:
     file_hash: str = ""  # SEALED only: the final SHA-256
     # SEALED only: the media worker's verdict on the whole file, once it was given
     # (None until then: a resumed upload is validated after it is assembled).
-    info: dict[str, Any] | None = None
+    info: VideoInfo | None = None
 
     @property
     def committed(self) -> int:
@@ -50,12 +50,12 @@ class UploadProgress:
     def sealed(self) -> bool:
         return self.stage is UploadStage.SEALED
 
-    def seal(self, *, file_hash: str, info: dict[str, Any] | None) -> UploadProgress:
+    def seal(self, *, file_hash: str, info: VideoInfo | None) -> UploadProgress:
         if self.tail_size:
             raise ValueError("a sealed upload keeps every byte in its parts, not a tail")
         return replace(self, stage=UploadStage.SEALED, file_hash=file_hash, info=info)
 
-    def validated(self, info: dict[str, Any]) -> UploadProgress:
+    def validated(self, info: VideoInfo) -> UploadProgress:
         return replace(self, info=info)
 
     def to_json(self) -> str:
@@ -71,7 +71,7 @@ class UploadProgress:
                 "tail_size": self.tail_size,
                 "stage": self.stage.value,
                 "file_hash": self.file_hash,
-                "info": self.info,
+                "info": to_dict(self.info) if self.info is not None else None,
             },
             separators=(",", ":"),
         )
@@ -92,7 +92,7 @@ class UploadProgress:
             tail_size=int(data["tail_size"]),
             stage=UploadStage(data.get("stage", UploadStage.RECEIVING.value)),
             file_hash=str(data.get("file_hash", "")),
-            info=data.get("info"),
+            info=from_dict(VideoInfo, data["info"]) if data.get("info") else None,
         )
 
 

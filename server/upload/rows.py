@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from server.db.models import AnalysisRow, VideoRow
+from server.media.messages import VideoInfo
 from server.media.sniff import Container
 from server.upload.naming import display_filename
 
@@ -21,7 +22,7 @@ def video_row(
     container: Container,
     size: int,
     file_hash: str,
-    info: dict[str, Any],
+    info: VideoInfo,
     bucket: str,
     key: str,
     now: datetime,
@@ -34,11 +35,11 @@ def video_row(
         file_size=size,
         file_hash=file_hash,
         format=container.value,
-        codec=str(info["codec"]),
-        duration_seconds=float(info["duration_seconds"]),
-        width=int(info["width"]),
-        height=int(info["height"]),
-        fps=float(info["fps"]),
+        codec=info.codec,
+        duration_seconds=info.duration_seconds,
+        width=info.width,
+        height=info.height,
+        fps=info.fps,
         bucket=bucket,
         s3_key=key,
         content_type=content_type or container.content_type,
