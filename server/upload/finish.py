@@ -123,7 +123,11 @@ class UploadFinisher:
         if not await self._sessions.complete(
             session.session_id, video_id=video.id, committed_bytes=video.file_size
         ):
-            log.info("session %s was no longer active when its video was recorded", video.id)
+            log.info(
+                "session %s was no longer active when video %s was recorded",
+                session.session_id,
+                video.id,
+            )
         await self._faults.reached(FinishStep.COMPLETED)
         return video, analysis
 
