@@ -179,7 +179,9 @@ class UploadPipeline:
                 f"offset {committed}",
                 metadata={"expected_offset": str(committed)},
             )
-        if request.declared_sha256 and request.declared_size is not None:
+        # A sealed session is only finished: it may have recorded its own video already.
+        sealed = progress is not None and progress.sealed
+        if request.declared_sha256 and request.declared_size is not None and not sealed:
             existing = await self._repo.find_video(
                 user_id=request.user_id,
                 file_hash=request.declared_sha256,
