@@ -74,18 +74,38 @@ def real_settings(
     workdir: Path, postgres: PostgresServer, redis_server: RedisServer, minio: MinioServer
 ) -> Settings:
     """Settings for vidscan on the real services (what production looks like)."""
-    return Settings(
-        grpc_listen="127.0.0.1:0",
+    return service_settings(
         database_url=postgres.url,
         redis_url=redis_server.url,
+        minio=minio,
+        bucket=BUCKET,
+        data_dir=workdir / "server-data",
+        shutdown_grace_seconds=5,
+    )
+
+
+def service_settings(
+    *,
+    database_url: str,
+    redis_url: str,
+    minio: MinioServer,
+    bucket: str,
+    data_dir: Path,
+    **overrides: Any,
+) -> Settings:
+    """vidscan on these PostgreSQL, Redis and MinIO servers, on a free port."""
+    return Settings(
+        grpc_listen="127.0.0.1:0",
+        database_url=database_url,
+        redis_url=redis_url,
         s3_endpoint_url=minio.endpoint_url,
-        s3_bucket=BUCKET,
+        s3_bucket=bucket,
         s3_region=minio.region,
         s3_access_key_id=minio.access_key,
         s3_secret_access_key=SecretStr(minio.secret_key),
-        data_dir=workdir / "server-data",
+        data_dir=data_dir,
         janitor_interval_seconds=3600,
-        shutdown_grace_seconds=5,
+        **overrides,
     )
 
 

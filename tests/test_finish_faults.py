@@ -28,8 +28,7 @@ from pathlib import Path
 import grpc
 import pytest
 import redis.asyncio as aioredis
-from conftest import Database, Running, StartServer
-from pydantic import SecretStr
+from conftest import Database, Running, StartServer, service_settings
 from sqlalchemy.engine import make_url
 from support.process import ServerProcess
 from support.rpc import CHUNK, details, header
@@ -85,17 +84,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         direct = make_url(postgres.url)
         with TcpProxy(f"127.0.0.1:{direct.port}") as proxy:
             through_proxy = direct.set(port=proxy.port).render_as_string(hide_password=False)
-            settings = Settings(
-                grpc_listen="127.0.0.1:0",
+            settings = service_settings(
                 database_url=through_proxy,
                 redis_url=redis_server.url,
-                s3_endpoint_url=minio.endpoint_url,
-                s3_bucket=BUCKET,
-                s3_region=minio.region,
-                s3_access_key_id=minio.access_key,
-                s3_secret_access_key=SecretStr(minio.secret_key),
+                minio=minio,
+                bucket=BUCKET,
                 data_dir=root / "server-data",
-                janitor_interval_seconds=3600,
                 shutdown_grace_seconds=2,
                 stream_lock_seconds=LOCK_SECONDS,
             )
