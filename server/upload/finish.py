@@ -73,15 +73,20 @@ class UploadFinisher:
         *,
         session: SessionRecord,
         stream: ActiveStream,
+        resumed: bool,
         filename: str,
         content_type: str,
         metadata: dict[str, Any],
         model: str,
     ) -> tuple[VideoRow, AnalysisRow]:
-        """Takes a sealed upload to a recorded video and a completed session."""
+        """Takes a sealed upload to a recorded video and a completed session.
+        ``resumed``: the session was sealed by an earlier stream, which may have got
+        as far as recording its video (a stream that sealed it just now cannot have)."""
         sealed = stream.sealed
         assert sealed is not None, "only a sealed upload can be finished"
-        recorded = await self._repo.recorded_upload(session_id=session.session_id)
+        recorded = (
+            await self._repo.recorded_upload(session_id=session.session_id) if resumed else None
+        )
         if recorded is None:
             await self._store.complete_multipart(
                 sealed.key, upload_id=sealed.upload_id, parts=list(sealed.parts)

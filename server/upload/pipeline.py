@@ -327,7 +327,7 @@ class UploadPipeline:
                         metadata={"expected_offset": str(validator.received)},
                     )
             validator.finish(stream.sealed.file_hash)
-            return await self._finish(request, session, stream)
+            return await self._finish(request, session, stream, resumed=True)
         async for chunk in chunks:
             validator.feed(chunk)
             spool.write(chunk)
@@ -356,14 +356,15 @@ class UploadPipeline:
         await self._save_progress(session, sealed)
         stream.sealed = sealed
         await self._faults.reached(FinishStep.SEALED)
-        return await self._finish(request, session, stream)
+        return await self._finish(request, session, stream, resumed=False)
 
     async def _finish(
-        self, request: UploadInput, session: SessionRecord, stream: ActiveStream
+        self, request: UploadInput, session: SessionRecord, stream: ActiveStream, *, resumed: bool
     ) -> StoredUpload:
         video, analysis = await self._finisher.finish(
             session=session,
             stream=stream,
+            resumed=resumed,
             filename=request.filename,
             content_type=request.content_type,
             metadata=request.metadata,
