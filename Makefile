@@ -7,24 +7,35 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export VIDSCAN_TOOLS ?= $(HOME)/.cache/vidscan/bin
 
-.PHONY: help venv proto deps triton models gateway run test test-fast lint fmt bench lock clean
+CLIENT := clients/python
+CLIENT_WHEEL_DIR := $(CLIENT)/dist
+LINT_PATHS := server clients tests bench
+
+.PHONY: help venv proto client deps triton models gateway run test test-fast lint fmt bench lock clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt $(CLIENT)/pyproject.toml $(CLIENT)/setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	PYTHON=$(PY) ./scripts/proto.sh
 	# Once more now that gen/python/vidscan exists, so the editable install maps it.
 	$(PY) -m pip install --quiet --no-deps -e .
+	# The client is its own distribution; editable, so the tests use the source tree
+	# (its setup.py generates the stubs into clients/python/vidscan_client/_proto).
+	$(PY) -m pip install --quiet -c constraints.txt --no-build-isolation -e ./$(CLIENT)
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create .venv with runtime and dev dependencies
 
-proto: venv ## generate Python stubs from protos/ into gen/python
+proto: venv ## generate Python stubs from protos/ into gen/python (server) and the client's _proto
 	./scripts/proto.sh
+	$(PY) $(CLIENT)/build_stubs.py
+
+client: proto ## build the vidscan-client wheel into clients/python/dist
+	PYTHON=$(PY) ./scripts/build-client.sh $(CLIENT_WHEEL_DIR)
 
 deps: ## install PostgreSQL, Redis and MinIO if missing (for tests and benchmarks)
 	./scripts/install-deps.sh
@@ -41,25 +52,27 @@ gateway: proto ## build the grpc-gateway REST proxy (needs Go)
 run: proto ## run vidscan on the embedded default (SQLite, local files, in-memory sessions) with Triton and the gateway
 	./scripts/run.sh
 
-test: proto deps triton models gateway ## set up everything, then the whole suite against real services
-	$(VENV)/bin/ruff check server clients tests bench
+test: proto client deps triton models gateway ## set up everything, then the whole suite against real services
+	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/mypy
+	cd $(CLIENT) && $(CURDIR)/$(VENV)/bin/mypy
 	cd gateway && go vet ./... && go test ./...
-	./scripts/test.sh
+	VIDSCAN_CLIENT_WHEEL=$$(ls $(CURDIR)/$(CLIENT_WHEEL_DIR)/vidscan_client-*.whl) ./scripts/test.sh
 
 test-fast: proto ## run the suite without the set-up steps
 	./scripts/test.sh -x -q
 
-lint: proto ## ruff, mypy --strict (server, client, tests, bench), buf lint and buf breaking
-	$(VENV)/bin/ruff check server clients tests bench
-	$(VENV)/bin/ruff format --check server clients tests bench
+lint: proto ## ruff, mypy --strict (server, client, tests, bench; the client also as Python 3.10), buf lint and buf breaking
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy
+	cd $(CLIENT) && $(CURDIR)/$(VENV)/bin/mypy
 	$(VENV)/bin/buf lint
 	./scripts/buf-breaking.sh
 
 fmt: venv
-	$(VENV)/bin/ruff check --fix server clients tests bench
-	$(VENV)/bin/ruff format server clients tests bench
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
+	$(VENV)/bin/ruff format $(LINT_PATHS)
 
 bench: proto deps ## run the benchmarks; results land in bench/results/
 	$(PY) -m bench
@@ -70,3 +83,4 @@ lock: venv ## refresh constraints.txt from the current environment
 
 clean:
 	rm -rf gen .build var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(CLIENT)/vidscan_client/_proto $(CLIENT)/dist $(CLIENT)/build

@@ -54,6 +54,11 @@ def _add(section: Section, label: str, reports: list[dict[str, Any]]) -> None:
             )
 
 
+# Connections ghz opens: the kernel spreads connections (not calls) over `serve`'s
+# processes (SO_REUSEPORT), so one connection would load one process only.
+CONNECTIONS = 8
+
+
 def run(env: Env) -> Section:
     creates = 300 if env.quick else 3000
     uploads = 50 if env.quick else 300
@@ -61,6 +66,8 @@ def run(env: Env) -> Section:
     clip = small_clip()
     data_file = env.workdir / "ghz-upload.json"
     with vidscan(env, "load") as server:
+        workers = server.settings.media_workers
+        processes = server.settings.process_count
         for c in CONCURRENCY:
             reports = [
                 _ghz(
@@ -69,6 +76,8 @@ def run(env: Env) -> Section:
                     server.token,
                     "-c",
                     str(c),
+                    "--connections",
+                    str(CONNECTIONS),
                     "-n",
                     str(creates),
                 )
@@ -87,6 +96,8 @@ def run(env: Env) -> Section:
                         server.token,
                         "-c",
                         str(c),
+                        "--connections",
+                        str(CONNECTIONS),
                         "-n",
                         str(uploads),
                         "--data-file",
@@ -100,11 +111,13 @@ def run(env: Env) -> Section:
     for key, count in section.extra.get("errors", {}).items():
         section.notes.append(f"error x{count}: {key}")
     section.notes += [
-        f"ghz {go_module_version(go_tool('ghz'))}, one connection, through the server's "
-        "reflection (no proto files); configs in bench/ghz/.",
+        f"ghz {go_module_version(go_tool('ghz'))}, {CONNECTIONS} connections, through the "
+        f"server's reflection (no proto files); configs in bench/ghz/. The server runs "
+        f"{processes} process(es) on one port (VIDSCAN_PROCESSES, automatic).",
         "Latencies are per call. UploadVideo sends header, the clip, a 26-byte `free` box "
-        "that makes every upload unique, finish_write; it covers the media checks (PyAV "
-        "worker processes), the S3 multipart upload and the DB row. No Triton: uploads "
+        "that makes every upload unique, finish_write; it covers the media checks (header "
+        f"probe and validation in the warm PyAV pool, VIDSCAN_MEDIA_WORKERS={workers}), "
+        "the S3 multipart upload and the DB row. No Triton: uploads "
         "answer PROCESSING.",
         "ghz cannot create a session per request itself (session ids come from the server), "
         "so each UploadVideo run uses a data file whose header picks session "

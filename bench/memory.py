@@ -74,7 +74,9 @@ def run(env: Env) -> Section:
         """A fresh server (and gateway) per case: CPython keeps freed memory, so an
         earlier case's high-water mark would otherwise carry into the next."""
         path, size = (big_path, big) if big_upload else (each_path, each)
-        with vidscan(env, "memory") as server:
+        # One server process: RSS is sampled for the pid that serves (with several,
+        # that pid would be the supervisor, which holds no upload).
+        with vidscan(env, "memory", processes=1) as server:
             if not rest:
                 channel = grpc.insecure_channel(server.target) if one_connection else None
 

@@ -75,6 +75,24 @@ def run(env: Env) -> Section:
 
             section.add("vidscan REST gateway (multipart, httpx)", "MB/s", _runs(rest))
 
+    # The same upload with the S3 client on an I/O thread of its own (VIDSCAN_S3_IO_THREAD,
+    # off by default since it measured slower on 2 cores): kept to compare on each run.
+    with vidscan(env, "throughput-io-thread", s3_io_thread=True) as one_loop:
+
+        def single_loop(_: int) -> float:
+            started = time.perf_counter()
+            result = grpc_upload(one_loop, file_chunks(path, MIB))
+            elapsed = time.perf_counter() - started
+            assert result.file_size == size, result
+            env.empty_bucket()
+            return mbps(elapsed)
+
+        section.add(
+            "vidscan gRPC, 1024 KiB chunks, S3 client on an I/O thread",
+            "MB/s",
+            _runs(single_loop),
+        )
+
     def raw(_: int, window: int = window) -> float:
         elapsed = asyncio.run(_raw_multipart(env, path, part_size, window))
         env.empty_bucket()
@@ -101,7 +119,7 @@ def run(env: Env) -> Section:
 
         section.add("tusd (S3 store, 64 MiB PATCHes)", "MB/s", _runs(tus))
 
-    for figure in section.figures[:4]:
+    for figure in section.figures[:5]:
         section.ratios[f"{figure.name} / raw"] = section.median(figure.name) / section.median(
             raw_name
         )

@@ -6,9 +6,11 @@ NOT trained deepfake detectors: their scores carry no meaning. They exist so tha
 serving path (client -> vidscan -> Triton -> python backend -> onnxruntime) runs for real
 with the same I/O contract a trained model would have.
 
-Contract (every model): input ``frames`` FP32 NCHW [N, 3, 224, 224], RGB, pixels scaled to
-[0, 1] then normalised with the ImageNet mean/std; output ``fake_probability`` FP32 [N, 1],
-sigmoid, in [0, 1].
+Contract (every model, ``vidscan.frames.v2``): input ``frames`` UINT8 NHWC [N, 224, 224, 3],
+RGB pixels as decoded; output ``fake_probability`` FP32 [N, 1], sigmoid, in [0, 1]. The
+graph itself casts, transposes to NCHW and normalises with the ImageNet mean/std
+(``x = (rgb / 255 - mean[c]) / std[c]``, folded into one Mul and one Add), so clients send
+4x fewer bytes than FP32 and do no arithmetic on the pixels.
 
 Models built (only those whose ``config.pbtxt`` exists in the target repository):
 
@@ -47,7 +49,7 @@ OPSET = 17
 IR_VERSION = 8  # onnxruntime >= 1.13 (CPU and GPU builds) loads IR 8 / opset 17
 INPUT_NAME = "frames"
 OUTPUT_NAME = "fake_probability"
-FRAME_SHAPE = (3, 224, 224)
+FRAME_SHAPE = (224, 224, 3)  # NHWC, as decoded
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -95,6 +97,16 @@ class GraphBuilder:
         var = self.const("bn_var", self.rng.uniform(0.8, 1.2, c))
         return self.node("BatchNormalization", [x, scale, shift, mean, var], epsilon=1e-5)
 
+    def normalised_input(self) -> str:
+        """UINT8 NHWC ``frames`` -> FP32 NCHW, ImageNet-normalised: the preprocessing a
+        client would otherwise do, inside the graph."""
+        x = self.node("Cast", [INPUT_NAME], to=TensorProto.FLOAT)
+        x = self.node("Transpose", [x], perm=[0, 3, 1, 2])
+        mean = np.asarray(IMAGENET_MEAN, np.float64).reshape(1, 3, 1, 1)
+        std = np.asarray(IMAGENET_STD, np.float64).reshape(1, 3, 1, 1)
+        x = self.node("Mul", [x, self.const("pixel_scale", 1.0 / (255.0 * std))])
+        return self.node("Add", [x, self.const("pixel_shift", -mean / std)])
+
     def relu(self, x: str) -> str:
         return self.node("Relu", [x])
 
@@ -111,7 +123,7 @@ class GraphBuilder:
         graph = helper.make_graph(
             self.nodes,
             name,
-            [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", *FRAME_SHAPE])],
+            [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["batch", *FRAME_SHAPE])],
             [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 1])],
             initializer=self.initializers,
         )
@@ -128,7 +140,9 @@ class GraphBuilder:
             {
                 "reference_model": "true",
                 "seed": str(seed),
-                "input_layout": "NCHW",
+                "input_layout": "NHWC",
+                "input_datatype": "UINT8",
+                "normalization": "inside the model",
                 "color_order": "RGB",
                 "normalization_mean": ",".join(map(str, IMAGENET_MEAN)),
                 "normalization_std": ",".join(map(str, IMAGENET_STD)),
@@ -140,7 +154,7 @@ class GraphBuilder:
 
 def build_frame_resnet(seed: int = 1001) -> onnx.ModelProto:
     g = GraphBuilder(seed)
-    x = g.relu(g.batchnorm(g.conv(INPUT_NAME, 3, 16, 7, 2, bias=False), 16))  # 112x112
+    x = g.relu(g.batchnorm(g.conv(g.normalised_input(), 3, 16, 7, 2, bias=False), 16))  # 112
     x = g.node("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])  # 56
 
     def basic_block(x: str, cin: int, cout: int, stride: int) -> str:
@@ -163,7 +177,7 @@ def build_frame_resnet(seed: int = 1001) -> onnx.ModelProto:
 
 def build_frame_cnn(seed: int = 2002) -> onnx.ModelProto:
     g = GraphBuilder(seed)
-    x = g.relu(g.conv(INPUT_NAME, 3, 12, 5, 4))  # 56x56
+    x = g.relu(g.conv(g.normalised_input(), 3, 12, 5, 4))  # 56x56
     x = g.relu(g.conv(x, 12, 24, 3, 2))  # 28x28
     x = g.relu(g.conv(x, 24, 48, 3, 2))  # 14x14
     x = g.node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])  # 7x7

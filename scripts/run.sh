@@ -9,6 +9,9 @@ export VIDSCAN_DATA_DIR=${VIDSCAN_DATA_DIR:-var}
 listen=${VIDSCAN_GRPC_LISTEN:-127.0.0.1:50051}
 export VIDSCAN_GRPC_LISTEN=$listen
 gateway_listen=${VIDSCAN_GATEWAY_LISTEN:-127.0.0.1:8080}
+export VIDSCAN_METRICS_LISTEN=${VIDSCAN_METRICS_LISTEN:-127.0.0.1:9464}
+gateway_metrics=${VIDSCAN_GATEWAY_METRICS_LISTEN:-127.0.0.1:9465}
+export VIDSCAN_LOG_FORMAT=${VIDSCAN_LOG_FORMAT:-text}
 triton_grpc_port=${VIDSCAN_TRITON_GRPC_PORT:-8001}
 mkdir -p "$VIDSCAN_DATA_DIR"
 pids=()
@@ -39,9 +42,9 @@ fi
 if command -v go >/dev/null 2>&1; then
   ./scripts/build-gateway.sh >"$VIDSCAN_DATA_DIR/gateway-build.log" 2>&1
   gateway/bin/vidscan-gateway -listen "$gateway_listen" -upstream "$listen" \
-    >"$VIDSCAN_DATA_DIR/gateway.log" 2>&1 &
+    -metrics-listen "$gateway_metrics" >"$VIDSCAN_DATA_DIR/gateway.log" 2>&1 &
   pids+=($!)
-  echo "REST gateway: http://$gateway_listen (OpenAPI at /openapi.json)"
+  echo "REST gateway: http://$gateway_listen (OpenAPI at /openapi.json, metrics at http://$gateway_metrics/metrics)"
 else
   echo "REST gateway: not started — Go is not installed (gRPC still works)."
 fi
@@ -50,6 +53,7 @@ token=$($PY -m server.cli mint-token demo-user)
 cat <<EOT
 
 vidscan (embedded default) on $listen — data under $VIDSCAN_DATA_DIR/
+Metrics: http://$VIDSCAN_METRICS_LISTEN/metrics (Grafana dashboard: deploy/grafana/vidscan.json)
 
   A token for user demo-user:  $token
   Mint one for another user:   .venv/bin/vidscan-server mint-token alice

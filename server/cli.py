@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
+from pydantic import ValidationError
+
+from server import logs
 from server.config import Settings, load_settings
 from server.main import open_repository, token_authority
 from server.processes import run_workers, serve
@@ -42,13 +44,25 @@ async def _with_repository(settings: Settings, action: str, args: argparse.Names
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            print(
+                f"vidscan-server: configuration: {where + ': ' if where else ''}{message}",
+                file=sys.stderr,
+            )
+        return 2
+    logs.configure(level=settings.log_level, fmt=settings.log_format)
     command = args.command or "serve"
     if command == "serve":
-        asyncio.run(serve(settings))
+        problem = settings.serving_problem()
+        if problem is not None:
+            print(f"vidscan-server: configuration: {problem}", file=sys.stderr)
+            return 2
+        return asyncio.run(serve(settings))
     elif command == "worker":
         asyncio.run(run_workers(settings))
     elif command == "mint-token":

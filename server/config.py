@@ -7,10 +7,12 @@ backing services (``DATABASE_URL``, ``REDIS_URL``, ``S3_*``, ``TRITON_URL``) do 
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.faults import parse_fault_points
@@ -22,9 +24,27 @@ DEFAULT_SESSION_TTL_SECONDS = 3600
 DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 4 * MIB
 DEFAULT_MAX_METADATA_BYTES = 16 * 1024
 DEFAULT_UPLOAD_QUOTA = 100
+# Bytes one server process holds in S3 parts (filling or in flight) over all its
+# uploads: 16 parts of 8 MiB. An upload waiting for it stalls its stream (gRPC flow
+# control pushes back), it never fails for it.
+DEFAULT_PART_BUDGET_BYTES = 128 * MIB
 MIN_S3_PART_BYTES = 5 * MIB
 MAX_S3_PARTS = 10_000
 ALLOWED_FORMATS = ("mp4", "mov", "mkv", "webm", "avi")
+# Anyone who reads this file can mint tokens with it: accepted on loopback only.
+DEVELOPMENT_JWT_SECRET = "vidscan-development-secret-not-for-production"
+
+
+def is_loopback(listen: str) -> bool:
+    """True for a listen address only this machine can reach (127.0.0.0/8, ::1,
+    localhost)."""
+    host = listen.rpartition(":")[0].strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _env(name: str, *aliases: str) -> AliasChoices:
@@ -39,10 +59,34 @@ class Settings(BaseSettings):
     )
 
     log_level: str = "INFO"
+    # "json": one JSON object per line with the request's ids (server/logs.py);
+    # "text": the same fields as key=value, for a terminal.
+    log_format: str = "json"
 
     # Network
     grpc_listen: str = "127.0.0.1:50051"
+    # Server processes behind one port (SO_REUSEPORT), supervised by `serve`.
+    # 0 = automatic: one per core when the backends are shared services
+    # (DATABASE_URL, REDIS_URL and S3_BUCKET all set), else 1 (the embedded default
+    # keeps sessions in the process's memory, so it cannot be split).
+    processes: Annotated[int, Field(ge=0, le=64)] = 0
+    # Bind the gRPC port with SO_REUSEPORT. `serve` sets it for the processes it
+    # supervises; set it yourself only to run independent servers on one port.
+    so_reuseport: bool = False
+    # TLS for the gRPC port: PEM certificate chain and key; with a client CA, every
+    # client must present a certificate it signed (mTLS). Empty: plaintext.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
     shutdown_grace_seconds: float = 30.0
+    # Prometheus /metrics on its own HTTP port (host:port; port 0 picks one); off when
+    # empty. `make run` turns it on.
+    metrics_listen: str = ""
+    # Connection lifetime (gRPC max_connection_age) and what a call running when it ends
+    # gets to finish: long enough for a large upload; a longer one is cut and resumes.
+    max_connection_age_seconds: Annotated[float, Field(gt=0)] = 300.0
+    max_connection_age_grace_seconds: Annotated[float, Field(ge=0)] = 600.0
+    keepalive_seconds: Annotated[float, Field(ge=10)] = 60.0
     max_receive_message_bytes: int = DEFAULT_MAX_RECEIVE_MESSAGE_BYTES
 
     # Backing services; empty means the embedded adapter.
@@ -62,7 +106,13 @@ class Settings(BaseSettings):
 
     # Auth
     # The embedded default only; set VIDSCAN_JWT_SECRET (32+ bytes) in any real deployment.
-    jwt_secret: SecretStr = SecretStr("vidscan-development-secret-not-for-production")
+    jwt_secret: SecretStr = SecretStr(DEVELOPMENT_JWT_SECRET)
+    # RS256/ES256 tokens from an identity provider, verified against its JWKS document
+    # (beside HS256 tokens signed with jwt_secret, unless that is the built-in one).
+    jwks_url: str = ""
+    jwks_cache_seconds: Annotated[float, Field(gt=0)] = 300.0
+    jwks_refetch_cooldown_seconds: Annotated[float, Field(ge=0)] = 30.0
+    jwt_leeway_seconds: Annotated[float, Field(ge=0, le=300)] = 30.0
     jwt_issuer: str = ""
     jwt_audience: str = ""
 
@@ -72,6 +122,12 @@ class Settings(BaseSettings):
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
     default_upload_quota: int = DEFAULT_UPLOAD_QUOTA
     s3_parts_in_flight: Annotated[int, Field(ge=1, le=8)] = 2
+    part_budget_bytes: Annotated[int, Field(ge=MIN_S3_PART_BYTES)] = DEFAULT_PART_BUDGET_BYTES
+    # Run the S3 client on an I/O thread with its own event loop (server/storage/offload.py).
+    # Off by default: measured on 2 cores it made one 1 GiB upload slower (57 vs 76 MB/s
+    # median, bench/README.md): the two loops contend for the GIL more than the signing
+    # and sending overlap. Kept to be measured again on larger machines.
+    s3_io_thread: bool = False
     stream_lock_seconds: Annotated[float, Field(gt=0)] = 30.0
 
     # Media limits (decode-bomb guards) and the isolated worker.
@@ -80,6 +136,15 @@ class Settings(BaseSettings):
     max_video_fps: float = 240.0
     media_timeout_seconds: float = 60.0
     media_memory_limit_bytes: int = 4096 * MIB
+    # The warm worker pool (server/media/pool.py): this many processes (default: the
+    # cores, divided among the server processes by `serve`), each retired
+    # after this many jobs; a job waits for a free one at most the RPC's deadline and
+    # never longer than media_queue_wait_seconds (the background analyzer's wait).
+    media_workers: Annotated[int, Field(ge=1, le=256)] = Field(
+        default_factory=lambda: len(os.sched_getaffinity(0))
+    )
+    media_recycle_jobs: Annotated[int, Field(ge=1)] = 100
+    media_queue_wait_seconds: Annotated[float, Field(ge=0)] = 30.0
     # Test-only fault injection in the media worker: "", "crash" or "hang".
     media_fault_injection: str = ""
     # Test-only fault injection at the upload's finish line (server/faults.py), e.g.
@@ -99,9 +164,24 @@ class Settings(BaseSettings):
     analysis_max_attempts: int = 5
     analysis_workers: Annotated[int, Field(ge=0, le=16)] = 1
     triton_timeout_seconds: float = 30.0
+    # Which frames to decode (server/media/frame_plan.py): "cheapest" (keyframes first,
+    # exact times only when cheap) or "exact" (evenly spaced times, whatever they cost).
+    frame_policy: Literal["cheapest", "exact"] = "cheapest"
+    # Frames to Triton through system shared memory: "auto" when TRITON_URL names this
+    # host (localhost, 127.0.0.0/8, ::1, unix:), "on", or "off" (in the gRPC request).
+    triton_shm: Literal["auto", "on", "off"] = "auto"
+
+    # Health: how often each dependency is probed, and how long a probe may take.
+    health_interval_seconds: Annotated[float, Field(gt=0)] = 5.0
+    health_probe_timeout_seconds: Annotated[float, Field(gt=0)] = 2.0
 
     # Housekeeping
     janitor_interval_seconds: float = 300.0
+
+    @field_validator("tls_cert_file", "tls_key_file", "tls_client_ca_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("max_upload_bytes")
     @classmethod
@@ -123,12 +203,69 @@ class Settings(BaseSettings):
         parse_fault_points(value)  # raises ValueError naming what is wrong
         return value
 
+    @field_validator("log_format")
+    @classmethod
+    def _known_log_format(cls, value: str) -> str:
+        if value not in ("json", "text"):
+            raise ValueError("log_format must be 'json' or 'text'")
+        return value
+
     @field_validator("aggregation")
     @classmethod
     def _known_strategy(cls, value: str) -> str:
         if value not in ("mean", "confident"):
             raise ValueError("aggregation must be 'mean' or 'confident'")
         return value
+
+    def serving_problem(self) -> str | None:
+        """Why these settings must not serve, or None. Checked by ``serve`` only: the
+        one-off commands (migrate, mint-token, quotas) listen on nothing."""
+        if (
+            self.jwt_secret.get_secret_value() == DEVELOPMENT_JWT_SECRET
+            and not self.jwks_url
+            and not is_loopback(self.grpc_listen)
+        ):
+            return (
+                f"VIDSCAN_JWT_SECRET is not set: the built-in development secret is "
+                f"accepted on loopback only, not on {self.grpc_listen} (or set "
+                f"VIDSCAN_JWKS_URL to accept only an identity provider's tokens)"
+            )
+        return None
+
+    @model_validator(mode="after")
+    def _tls_files_come_in_pairs(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("VIDSCAN_TLS_CERT_FILE and VIDSCAN_TLS_KEY_FILE go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("VIDSCAN_TLS_CLIENT_CA_FILE needs VIDSCAN_TLS_CERT_FILE/_KEY_FILE")
+        return self
+
+    @model_validator(mode="after")
+    def _processes_need_shared_backends(self) -> Settings:
+        if self.processes > 1 and not self.shared_backends:
+            raise ValueError(
+                "processes > 1 needs shared backends (DATABASE_URL, REDIS_URL and "
+                "S3_BUCKET): the embedded default keeps sessions in one process's memory"
+            )
+        return self
+
+    @property
+    def accepts_hs256(self) -> bool:
+        """Shared-secret tokens are accepted unless an identity provider is configured
+        and the secret is the built-in development one."""
+        return not (self.jwks_url and self.jwt_secret.get_secret_value() == DEVELOPMENT_JWT_SECRET)
+
+    @property
+    def shared_backends(self) -> bool:
+        """True when every backend is a service other processes can reach too."""
+        return bool(self.database_url and self.redis_url and self.s3_bucket)
+
+    @property
+    def process_count(self) -> int:
+        """How many server processes `serve` runs (VIDSCAN_PROCESSES, resolved)."""
+        if self.processes:
+            return self.processes
+        return len(os.sched_getaffinity(0)) if self.shared_backends else 1
 
     @property
     def model_allow_list(self) -> tuple[str, ...]:

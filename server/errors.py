@@ -22,7 +22,8 @@
      ├── Unavailable                  UNAVAILABLE        STORAGE_UNAVAILABLE, DATABASE_UNAVAILABLE,
      │                                                   SESSION_STORE_UNAVAILABLE,
      │                                                   QUEUE_UNAVAILABLE, DETECTOR_UNAVAILABLE,
-     │                                                   SHUTTING_DOWN
+     │                                                   SHUTTING_DOWN, MEDIA_WORKERS_BUSY,
+     │                                                   IDENTITY_PROVIDER_UNAVAILABLE
      └── Internal                     INTERNAL           STORAGE_ERROR, DATABASE_ERROR,
           │                                              SESSION_STORE_ERROR, QUEUE_ERROR,
           │                                              MEDIA_WORKER_FAILED, DETECTOR_ERROR,
@@ -37,50 +38,31 @@ Library exceptions are translated into this tree in exactly one place per adapte
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
+from types import MappingProxyType
+from typing import Final, cast
 
 import grpc
+from vidscan.v1.errors_pb2 import ErrorReason
+
+# The reasons are defined once, as the proto enum vidscan.v1.ErrorReason
+# (protos/vidscan/v1/errors.proto); ErrorInfo.reason carries the value's *name*.
+# ``Reason`` is that generated enum under the name the server code uses.
+Reason = ErrorReason
 
 
-class Reason(StrEnum):
-    UNAUTHENTICATED = "UNAUTHENTICATED"
-    SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
-    VIDEO_NOT_FOUND = "VIDEO_NOT_FOUND"
-    ANALYSIS_NOT_FOUND = "ANALYSIS_NOT_FOUND"
-    MISSING_HEADER = "MISSING_HEADER"
-    INVALID_FIELD = "INVALID_FIELD"
-    METADATA_TOO_LARGE = "METADATA_TOO_LARGE"
-    EMPTY_UPLOAD = "EMPTY_UPLOAD"
-    FILE_TOO_LARGE = "FILE_TOO_LARGE"
-    UNSUPPORTED_FORMAT = "UNSUPPORTED_FORMAT"
-    CORRUPT_CONTAINER = "CORRUPT_CONTAINER"
-    NO_VIDEO_STREAM = "NO_VIDEO_STREAM"
-    VIDEO_UNDECODABLE = "VIDEO_UNDECODABLE"
-    VIDEO_LIMITS_EXCEEDED = "VIDEO_LIMITS_EXCEEDED"
-    SIZE_MISMATCH = "SIZE_MISMATCH"
-    HASH_MISMATCH = "HASH_MISMATCH"
-    MODEL_NOT_ALLOWED = "MODEL_NOT_ALLOWED"
-    UPLOAD_INCOMPLETE = "UPLOAD_INCOMPLETE"
-    INVALID_OFFSET = "INVALID_OFFSET"
-    SESSION_BUSY = "SESSION_BUSY"
-    SESSION_LOCK_LOST = "SESSION_LOCK_LOST"
-    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
-    UPLOAD_CANCELLED = "UPLOAD_CANCELLED"
-    STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
-    DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
-    SESSION_STORE_UNAVAILABLE = "SESSION_STORE_UNAVAILABLE"
-    QUEUE_UNAVAILABLE = "QUEUE_UNAVAILABLE"
-    DETECTOR_UNAVAILABLE = "DETECTOR_UNAVAILABLE"
-    SHUTTING_DOWN = "SHUTTING_DOWN"
-    STORAGE_ERROR = "STORAGE_ERROR"
-    DATABASE_ERROR = "DATABASE_ERROR"
-    SESSION_STORE_ERROR = "SESSION_STORE_ERROR"
-    QUEUE_ERROR = "QUEUE_ERROR"
-    STORAGE_FULL = "STORAGE_FULL"
-    MEDIA_WORKER_FAILED = "MEDIA_WORKER_FAILED"
-    DETECTOR_ERROR = "DETECTOR_ERROR"
-    INTERNAL = "INTERNAL"
+def reason_name(reason: ErrorReason) -> str:
+    """The wire string of a reason: its name in the proto enum, e.g. FILE_TOO_LARGE."""
+    return ErrorReason.Name(reason)
+
+
+def reason_from_name(name: str, default: ErrorReason) -> ErrorReason:
+    """The reason whose wire string is ``name``; ``default`` for an unknown name."""
+    try:
+        return cast(ErrorReason, ErrorReason.Value(name))
+    except ValueError:
+        return default
 
 
 @dataclass
@@ -121,12 +103,13 @@ class VidscanError(Exception):
 
     def __init__(
         self,
-        reason: Reason,
+        reason: ErrorReason,
         message: str,
         *,
         metadata: dict[str, str] | None = None,
         field_violations: list[FieldViolation] | None = None,
         quota_violations: list[QuotaViolation] | None = None,
+        retry_after_seconds: float | None = None,
     ) -> None:
         super().__init__(message)
         self.reason = reason
@@ -134,10 +117,12 @@ class VidscanError(Exception):
         self.metadata: dict[str, str] = dict(metadata or {})
         self.field_violations = list(field_violations or [])
         self.quota_violations = list(quota_violations or [])
+        # Sent as google.rpc.RetryInfo: how long the client should wait before retrying.
+        self.retry_after_seconds = retry_after_seconds
         self.cleanup: Cleanup | None = None
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.reason.value}: {self.message})"
+        return f"{type(self).__name__}({reason_name(self.reason)}: {self.message})"
 
 
 class Unauthenticated(VidscanError):
@@ -203,3 +188,65 @@ def invalid_field(field_name: str, description: str) -> InvalidUpload:
         f"{field_name}: {description}",
         field_violations=[FieldViolation(field_name, description)],
     )
+
+
+# The tree above as data: the error class (and so the gRPC code) of every reason the
+# server sends. tests/test_error_reasons.py fails when a proto value is in neither
+# this table nor GATEWAY_REASONS, when a raise site pairs a reason with another
+# class, or when the gateway's HTTP status for a reason disagrees with its code.
+ERROR_CLASSES: Final[Mapping[ErrorReason, type[VidscanError]]] = MappingProxyType(
+    {
+        Reason.UNAUTHENTICATED: Unauthenticated,
+        Reason.SESSION_NOT_FOUND: NotFound,
+        Reason.VIDEO_NOT_FOUND: NotFound,
+        Reason.ANALYSIS_NOT_FOUND: NotFound,
+        Reason.MISSING_HEADER: InvalidUpload,
+        Reason.INVALID_FIELD: InvalidUpload,
+        Reason.METADATA_TOO_LARGE: InvalidUpload,
+        Reason.EMPTY_UPLOAD: InvalidUpload,
+        Reason.FILE_TOO_LARGE: InvalidUpload,
+        Reason.UNSUPPORTED_FORMAT: InvalidUpload,
+        Reason.CORRUPT_CONTAINER: InvalidUpload,
+        Reason.NO_VIDEO_STREAM: InvalidUpload,
+        Reason.VIDEO_UNDECODABLE: InvalidUpload,
+        Reason.VIDEO_LIMITS_EXCEEDED: InvalidUpload,
+        Reason.SIZE_MISMATCH: InvalidUpload,
+        Reason.HASH_MISMATCH: InvalidUpload,
+        Reason.MODEL_NOT_ALLOWED: InvalidUpload,
+        Reason.UPLOAD_INCOMPLETE: IncompleteUpload,
+        Reason.INVALID_OFFSET: OffsetMismatch,
+        Reason.SESSION_BUSY: SessionBusy,
+        Reason.SESSION_LOCK_LOST: SessionBusy,
+        Reason.QUOTA_EXCEEDED: QuotaExceeded,
+        Reason.STORAGE_FULL: StorageFull,
+        Reason.UPLOAD_CANCELLED: Cancelled,
+        Reason.STORAGE_UNAVAILABLE: Unavailable,
+        Reason.DATABASE_UNAVAILABLE: Unavailable,
+        Reason.SESSION_STORE_UNAVAILABLE: Unavailable,
+        Reason.QUEUE_UNAVAILABLE: Unavailable,
+        Reason.DETECTOR_UNAVAILABLE: Unavailable,
+        Reason.SHUTTING_DOWN: Unavailable,
+        Reason.MEDIA_WORKERS_BUSY: Unavailable,
+        Reason.IDENTITY_PROVIDER_UNAVAILABLE: Unavailable,
+        Reason.STORAGE_ERROR: Internal,
+        Reason.DATABASE_ERROR: Internal,
+        Reason.SESSION_STORE_ERROR: Internal,
+        Reason.QUEUE_ERROR: Internal,
+        Reason.MEDIA_WORKER_FAILED: Internal,
+        Reason.DETECTOR_ERROR: Internal,
+        Reason.INTERNAL: Internal,
+    }
+)
+
+# Reasons only the REST gateway answers (ErrorInfo.domain "vidscan.gateway").
+GATEWAY_REASONS: Final[frozenset[ErrorReason]] = frozenset(
+    {
+        Reason.UNSUPPORTED_MEDIA_TYPE,
+        Reason.MALFORMED_MULTIPART,
+        Reason.UPLOAD_IDLE_TIMEOUT,
+        Reason.CORS_ORIGIN_NOT_ALLOWED,
+        Reason.NOT_FOUND,
+        Reason.METHOD_NOT_ALLOWED,
+        Reason.BAD_REQUEST,
+    }
+)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -28,16 +29,18 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+from server import metrics
 from server.clock import Clock
-from server.db.repository import Repository
+from server.db.repository import SqlRepository
 from server.errors import VidscanError
+from server.records.model import VideoStatus
 from server.storage.port import InventoriedStore
 from server.upload.naming import OBJECT_PREFIX
 from server.upload.progress import tail_key
 
 log = logging.getLogger(__name__)
 
-OBJECT_MISSING = "object_missing"
+OBJECT_MISSING = VideoStatus.OBJECT_MISSING
 ROW_PAGE = 500
 
 
@@ -61,7 +64,7 @@ class Janitor:
         self,
         *,
         store: InventoriedStore,
-        repository: Repository,
+        repository: SqlRepository,
         spool_dir: Path,
         max_age: timedelta,
         clock: Clock,
@@ -149,9 +152,15 @@ class Janitor:
         return removed
 
     async def run_forever(self, *, interval_seconds: float) -> None:
+        for item in dataclasses.fields(JanitorReport):  # every series from 0 on
+            metrics.JANITOR_ACTIONS.labels(item.name)
         while True:
             try:
-                await self.sweep()
+                report = await self.sweep()
             except VidscanError:
                 log.exception("janitor sweep failed; will retry")
+            else:
+                for action, count in dataclasses.asdict(report).items():
+                    if count:
+                        metrics.JANITOR_ACTIONS.labels(action).inc(count)
             await asyncio.sleep(interval_seconds)

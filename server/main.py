@@ -23,31 +23,37 @@ from vidscan.v1 import analysis_pb2, analysis_pb2_grpc, upload_pb2, upload_pb2_g
 
 from server.analysis.analyzer import AnalysisRules, AnalysisWorker, Analyzer
 from server.analysis.queue import MemoryQueue, RecoverableQueue, RedisStreamQueue
+from server.analysis.queue_gauges import sample_queue
 from server.analysis.recovery import QueueRecovery
 from server.analysis.stage import AnalysisStage
 from server.api.analysis_servicer import AnalysisServicer
+from server.api.interceptors import RequestContext, RpcMetrics
 from server.api.reflection import enable_reflection
 from server.api.upload_servicer import UploadServicer
-from server.auth import TokenAuthority
+from server.auth import Authenticator, JwksKeys, TokenAuthority
 from server.background import Background, Closer
 from server.clock import Clock, system_clock
 from server.config import Settings
-from server.db.analyses import AnalysisRepository
+from server.db.analyses import SqlAnalysisRepository
 from server.db.engine import create_engine
 from server.db.migrate import upgrade_to_head
-from server.db.repository import Repository
+from server.db.repository import SqlRepository
 from server.detection.readiness import keep_detector_loaded
 from server.detection.triton import TritonDetector, TritonOptions
 from server.faults import FaultPoints, parse_fault_points
+from server.health import LIVENESS, Dependency, DependencyHealth
 from server.janitor import Janitor
 from server.lifecycle import Admission
 from server.media.isolation import MediaInspector, MediaWorkerConfig
+from server.media.pool import MediaPool
 from server.sessions.memory import MemorySessionStore
 from server.sessions.port import LockingSessionStore, SessionLocker, SessionStore
 from server.sessions.redis import RedisSessionStore
 from server.storage.filesystem import FilesystemObjectStore
+from server.storage.offload import IoThreadStore
 from server.storage.port import InventoriedStore
 from server.storage.s3 import S3ObjectStore
+from server.upload.budget import PartBudget
 from server.upload.open_session import SessionOpener
 from server.upload.pipeline import UploadPipeline, UploadRules
 
@@ -73,8 +79,8 @@ class Core:
 
     settings: Settings
     clock: Clock
-    repository: Repository
-    analyses: AnalysisRepository
+    repository: SqlRepository
+    analyses: SqlAnalysisRepository
     store: InventoriedStore
     sessions: SessionStore
     locker: SessionLocker
@@ -97,13 +103,19 @@ def database_url(settings: Settings) -> str:
 
 async def build_store(settings: Settings) -> InventoriedStore:
     if settings.s3_bucket:
-        return await S3ObjectStore.open(
-            endpoint_url=settings.s3_endpoint_url,
-            bucket=settings.s3_bucket,
-            region=settings.s3_region,
-            access_key_id=settings.s3_access_key_id,
-            secret_access_key=settings.s3_secret_access_key.get_secret_value(),
-        )
+
+        async def open_s3() -> InventoriedStore:
+            return await S3ObjectStore.open(
+                endpoint_url=settings.s3_endpoint_url,
+                bucket=settings.s3_bucket,
+                region=settings.s3_region,
+                access_key_id=settings.s3_access_key_id,
+                secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+            )
+
+        if settings.s3_io_thread:
+            return await IoThreadStore.open(open_s3)
+        return await open_s3()
     return FilesystemObjectStore(root=settings.data_dir / "objects")
 
 
@@ -134,6 +146,56 @@ def token_authority(settings: Settings, clock: Clock = system_clock) -> TokenAut
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         clock=clock,
+        leeway_seconds=settings.jwt_leeway_seconds,
+    )
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS (and mTLS with a client CA) for the gRPC port; None for plaintext."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    client_ca = settings.tls_client_ca_file
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+        root_certificates=client_ca.read_bytes() if client_ca is not None else None,
+        require_client_auth=client_ca is not None,
+    )
+
+
+def authenticator(settings: Settings, clock: Clock = system_clock) -> Authenticator:
+    return Authenticator(
+        hs256=token_authority(settings, clock) if settings.accepts_hs256 else None,
+        jwks=(
+            JwksKeys(
+                settings.jwks_url,
+                cache_seconds=settings.jwks_cache_seconds,
+                refetch_cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
+            )
+            if settings.jwks_url
+            else None
+        ),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_seconds=settings.jwt_leeway_seconds,
+    )
+
+
+def media_worker_config(settings: Settings) -> MediaWorkerConfig:
+    if settings.media_fault_injection:
+        log.warning(
+            "FAULT INJECTION IS ON (VIDSCAN_MEDIA_FAULT_INJECTION=%s)",
+            settings.media_fault_injection,
+        )
+    return MediaWorkerConfig(
+        timeout_seconds=settings.media_timeout_seconds,
+        memory_limit_bytes=settings.media_memory_limit_bytes,
+        max_pixels=settings.max_video_pixels,
+        max_seconds=settings.max_video_seconds,
+        max_fps=settings.max_video_fps,
+        fault_injection=settings.media_fault_injection,
+        workers=settings.media_workers,
+        recycle_jobs=settings.media_recycle_jobs,
+        queue_wait_seconds=settings.media_queue_wait_seconds,
     )
 
 
@@ -150,29 +212,28 @@ async def build_core(settings: Settings, *, clock: Clock = system_clock) -> Core
         await sessions.ping()
         queue = build_queue(settings)
         closers.append(queue.close)
+        media_config = media_worker_config(settings)
+        # Started here, before anything serves: a server whose media workers cannot
+        # start fails to start instead of reporting SERVING.
+        pool = MediaPool(options=media_config.pool_options())
+        await pool.start()
+        closers.append(pool.close)
     except BaseException:
         for close in reversed(closers):
             await close()
         raise
     spool_dir = settings.data_dir / "spool"
     spool_dir.mkdir(parents=True, exist_ok=True)
-    media = MediaInspector(
-        config=MediaWorkerConfig(
-            timeout_seconds=settings.media_timeout_seconds,
-            memory_limit_bytes=settings.media_memory_limit_bytes,
-            max_pixels=settings.max_video_pixels,
-            max_seconds=settings.max_video_seconds,
-            max_fps=settings.max_video_fps,
-            fault_injection=settings.media_fault_injection,
-        )
-    )
-    analyses = AnalysisRepository(engine=engine, clock=clock)
+    media = MediaInspector(config=media_config, pool=pool)
+    analyses = SqlAnalysisRepository(engine=engine, clock=clock)
     detector: TritonDetector | None = None
     analyzer: Analyzer | None = None
     if settings.triton_url:
         detector = TritonDetector(
             options=TritonOptions(
-                url=settings.triton_url, timeout_seconds=settings.triton_timeout_seconds
+                url=settings.triton_url,
+                timeout_seconds=settings.triton_timeout_seconds,
+                shared_memory=settings.triton_shm,
             ),
             models=settings.model_allow_list,
         )
@@ -189,12 +250,13 @@ async def build_core(settings: Settings, *, clock: Clock = system_clock) -> Core
                 lease=timedelta(seconds=settings.analysis_lease_seconds),
                 max_attempts=settings.analysis_max_attempts,
                 spool_dir=spool_dir,
+                frame_policy=settings.frame_policy,
             ),
         )
     return Core(
         settings=settings,
         clock=clock,
-        repository=Repository(
+        repository=SqlRepository(
             engine=engine, clock=clock, default_quota=settings.default_upload_quota
         ),
         analyses=analyses,
@@ -283,8 +345,9 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
         ),
         clock=clock,
         faults=fault_points(settings),
+        budget=PartBudget(limit_bytes=settings.part_budget_bytes),
     )
-    auth = token_authority(settings, clock)
+    auth = authenticator(settings, clock)
     admission = Admission()
     stage = AnalysisStage(
         allowed_models=settings.model_allow_list,
@@ -295,15 +358,33 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
         wait_budget_seconds=settings.analysis_wait_seconds,
     )
     server = grpc.aio.server(
+        interceptors=[RequestContext(), RpcMetrics()],
         options=[
             ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
-            ("grpc.so_reuseport", 0),
+            # 1 only in the processes `serve` supervises (server/supervisor.py): else a
+            # second server started by mistake on the same port would share it silently.
+            ("grpc.so_reuseport", int(settings.so_reuseport)),
             # BDP probing lets a fast client grow the stream window to many MiB that
             # the server then buffers; off, memory per upload stays near the part
             # window (measured: 1 GiB upload, peak RSS +65-74 MiB instead of +88-130).
             ("grpc.http2.bdp_probe", 0),
-        ]
+            # Connections end after VIDSCAN_MAX_CONNECTION_AGE_SECONDS (GOAWAY; calls
+            # running then get the grace period to finish), so clients behind an L4
+            # balancer reconnect and spread over new replicas instead of pinning one.
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * 1000)),
+            (
+                "grpc.max_connection_age_grace_ms",
+                int(settings.max_connection_age_grace_seconds * 1000),
+            ),
+            # Keepalive pings find dead peers (a client that vanished mid-upload) and keep
+            # idle connections open through NATs; clients may ping every 10 s at most.
+            ("grpc.keepalive_time_ms", int(settings.keepalive_seconds * 1000)),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.max_pings_without_data", 0),
+        ],
     )
     upload_pb2_grpc.add_UploadServiceServicer_to_server(  # type: ignore[no-untyped-call]
         UploadServicer(
@@ -332,8 +413,40 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(DETECTOR_HEALTH, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+    dependencies = DependencyHealth(
+        health_servicer,
+        dependencies=(
+            Dependency("vidscan.database", core.repository.ping),
+            Dependency("vidscan.sessions", core.sessions.ping),
+            Dependency("vidscan.objects", core.store.ping),
+            Dependency("vidscan.media", core.media.pool.ping),
+        ),
+        overall=("", *SERVICE_NAMES),
+        draining=lambda: admission.draining,
+        timeout_seconds=settings.health_probe_timeout_seconds,
+    )
+    await dependencies.check_once()
+    core.background.closers.append(dependencies.close)  # closers run last-first
+    core.spawn(
+        dependencies.run_forever(
+            stop=core.background.stopping, interval_seconds=settings.health_interval_seconds
+        )
+    )
+    core.spawn(
+        sample_queue(
+            core.queue,
+            stop=core.background.stopping,
+            interval_seconds=settings.health_interval_seconds,
+        )
+    )
     enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(settings.grpc_listen)
+    credentials = server_credentials(settings)
+    port = (
+        server.add_secure_port(settings.grpc_listen, credentials)
+        if credentials is not None
+        else server.add_insecure_port(settings.grpc_listen)
+    )
     if port == 0:
         await core.close()
         raise RuntimeError(f"cannot listen on {settings.grpc_listen}")
@@ -386,12 +499,12 @@ async def build_worker(settings: Settings) -> Core:
 
 
 @contextlib.asynccontextmanager
-async def open_repository(settings: Settings) -> AsyncIterator[Repository]:
+async def open_repository(settings: Settings) -> AsyncIterator[SqlRepository]:
     """The database, migrated, for the CLI's one-off commands."""
     engine = create_engine(database_url(settings))
     try:
         await upgrade_to_head(engine)
-        yield Repository(
+        yield SqlRepository(
             engine=engine, clock=system_clock, default_quota=settings.default_upload_quota
         )
     finally:

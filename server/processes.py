@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
+from server import metrics
 from server.config import Settings
 from server.main import build_app, build_worker
 
@@ -24,7 +26,27 @@ async def until_signalled() -> None:
     await stop.wait()
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings) -> int:
+    """One server process, or (VIDSCAN_PROCESSES > 1) a supervisor of several."""
+    if settings.process_count > 1:
+        from server.supervisor import supervise
+
+        return await supervise(settings)
+    await serve_one(settings)
+    return 0
+
+
+def start_metrics(settings: Settings) -> None:
+    """``/metrics`` of this one process; under a supervisor it serves the sum."""
+    if not settings.metrics_listen or os.environ.get(metrics.MULTIPROC_ENV):
+        return
+    port = metrics.serve(settings.metrics_listen)
+    host = settings.metrics_listen.rpartition(":")[0] or "0.0.0.0"
+    print(f"vidscan metrics on http://{host}:{port}/metrics", flush=True)
+
+
+async def serve_one(settings: Settings) -> None:
+    start_metrics(settings)
     app = await build_app(settings)
     await app.server.start()
     host = settings.grpc_listen.rsplit(":", 1)[0]

@@ -105,7 +105,9 @@ def service_settings(
         s3_secret_access_key=SecretStr(minio.secret_key),
         data_dir=data_dir,
         janitor_interval_seconds=3600,
-        **overrides,
+        # One process unless a test asks for more (tests/test_processes.py): a test
+        # that signals or inspects "the server process" means the one serving.
+        **{"processes": 1, **overrides},
     )
 
 

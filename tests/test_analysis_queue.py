@@ -28,11 +28,13 @@ from server.analysis.queue import (
 )
 from server.analysis.recovery import QueueRecovery
 from server.clock import system_clock
-from server.db.analyses import AnalysisRepository
+from server.db.analyses import SqlAnalysisRepository
 from server.db.engine import create_engine
 from server.db.migrate import upgrade_to_head
 from server.db.models import AnalysisRow, VideoRow
 from server.errors import Reason, Unavailable, VidscanError
+from server.records.model import AnalysisRecord, AnalysisStatus
+from server.records.port import AnalysisRepository
 
 QUEUE_DB = 7  # a Redis database of this module's own, flushed around each test
 OLD = timedelta(minutes=10)
@@ -261,8 +263,15 @@ class RecordingQueue(MemoryQueue):
 
 
 class PendingAnalyses:
-    async def get(self, analysis_id: str) -> AnalysisRow:
-        return AnalysisRow(id=analysis_id, status="pending")
+    async def get(self, analysis_id: str) -> AnalysisRecord:
+        return AnalysisRecord(
+            id=analysis_id,
+            video_id="v",
+            user_id="u",
+            status=AnalysisStatus.PENDING,
+            model_name="frame_ensemble",
+            created_at=datetime.now(UTC),
+        )
 
 
 class TritonDown:
@@ -367,7 +376,7 @@ class OnlyThese:
     """The shared PostgreSQL also holds other tests' unfinished analyses; the sweep
     here sees only this test's rows (read through the real repository)."""
 
-    def __init__(self, repository: AnalysisRepository, ids: Iterable[str]) -> None:
+    def __init__(self, repository: SqlAnalysisRepository, ids: Iterable[str]) -> None:
         self._repository = repository
         self.ids = set(ids)
 
@@ -375,7 +384,7 @@ class OnlyThese:
         rows = await self._repository.unfinished(limit=100_000)
         return [aid for aid in rows if aid in self.ids][:limit]
 
-    async def get(self, analysis_id: str) -> AnalysisRow | None:
+    async def get(self, analysis_id: str) -> AnalysisRecord | None:
         return await self._repository.get(analysis_id)
 
 
@@ -395,7 +404,7 @@ async def drain(queue: RecoverableQueue) -> list[str]:
 async def test_recovery_requeues_lost_jobs_on_redis(
     pg_engine: AsyncEngine, redis_queue: RedisStreamQueue, redis_admin: aioredis.Redis
 ) -> None:
-    repository = AnalysisRepository(engine=pg_engine, clock=system_clock)
+    repository = SqlAnalysisRepository(engine=pg_engine, clock=system_clock)
     lost = await add_analysis(pg_engine)  # its enqueue failed: never queued
     held = await add_analysis(pg_engine)
     young = await add_analysis(pg_engine, age=timedelta(seconds=1))  # enqueue may follow
@@ -419,7 +428,7 @@ async def test_recovery_requeues_lost_jobs_on_redis(
 async def test_recovery_leaves_postponed_and_pending_jobs_alone(
     pg_engine: AsyncEngine, redis_queue: RedisStreamQueue
 ) -> None:
-    repository = AnalysisRepository(engine=pg_engine, clock=system_clock)
+    repository = SqlAnalysisRepository(engine=pg_engine, clock=system_clock)
     postponed, in_hand = await add_analysis(pg_engine), await add_analysis(pg_engine)
     await redis_queue.enqueue(postponed)
     await redis_queue.retry_later(await receive(redis_queue), delay_seconds=60)
@@ -429,7 +438,7 @@ async def test_recovery_leaves_postponed_and_pending_jobs_alone(
 
 
 async def test_recovery_sweep_fails_loudly_while_redis_is_down(pg_engine: AsyncEngine) -> None:
-    repository = AnalysisRepository(engine=pg_engine, clock=system_clock)
+    repository = SqlAnalysisRepository(engine=pg_engine, clock=system_clock)
     analyses = OnlyThese(repository, [await add_analysis(pg_engine)])
     down = RedisStreamQueue.from_url("redis://127.0.0.1:1/0", reclaim_after_seconds=1)
     try:
@@ -443,7 +452,7 @@ async def test_recovery_refills_the_memory_queue_after_a_restart(
     sqlite_engine: AsyncEngine,
 ) -> None:
     """The embedded default: SQLite and the in-memory queue of a fresh process."""
-    repository = AnalysisRepository(engine=sqlite_engine, clock=system_clock)
+    repository = SqlAnalysisRepository(engine=sqlite_engine, clock=system_clock)
     pending = await add_analysis(sqlite_engine)
     # Its worker died with the old process: the lease ran out.
     expired = await add_analysis(
@@ -466,7 +475,7 @@ async def test_recovery_refills_the_memory_queue_after_a_restart(
 
 
 async def test_recovery_runs_until_stopped(sqlite_engine: AsyncEngine) -> None:
-    repository = AnalysisRepository(engine=sqlite_engine, clock=system_clock)
+    repository = SqlAnalysisRepository(engine=sqlite_engine, clock=system_clock)
     pending = await add_analysis(sqlite_engine)
     queue = RecordingQueue()
     stop = asyncio.Event()

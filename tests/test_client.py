@@ -1,7 +1,9 @@
-"""The vidscan_client library and `vidscan` CLI against the real server.
+"""The vidscan_client library (sync and asyncio) and `vidscan` CLI against the real
+server, from the dev venv's editable install (tests/test_client_wheel.py runs the
+built wheel in a venv of its own).
 
-The library is synchronous (it streams with the sync gRPC API), so async tests call
-it through asyncio.to_thread: the in-process server runs on the test's event loop.
+The sync client blocks, so async tests call it through asyncio.to_thread: the
+in-process server runs on the test's event loop. The asyncio client runs on it too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import itertools
 import json
 import os
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,15 +25,15 @@ import pytest
 from conftest import Running, StartServer
 from support.process import ServerProcess
 from support.tcpproxy import TcpProxy
+from support.triton import TritonServer
 from support.videos import SPECS, make_video
-from vidscan.v1 import analysis_pb2, upload_pb2
+from vidscan_client import AsyncVidscanClient, is_final, settle
 from vidscan_client.client import VidscanClient, VidscanError
+from vidscan_client.protos import analysis_pb2, upload_pb2
 
 from server.config import Settings
 from server.main import token_authority
 from server.storage.s3 import S3ObjectStore
-
-CLIENTS = Path(__file__).resolve().parents[1] / "clients"
 
 
 def new_user(tag: str) -> str:
@@ -54,7 +57,6 @@ async def run_cli(*args: str, target: str, token: str) -> Cli:
     """`python -m vidscan_client.cli ...` as a real subprocess (not a blocking call:
     the in-process server shares this event loop)."""
     env = {**os.environ, "VIDSCAN_TARGET": target, "VIDSCAN_TOKEN": token}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CLIENTS), env.get("PYTHONPATH")]))
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -187,6 +189,167 @@ async def test_too_large_is_refused_before_any_byte_is_sent(
     assert progress == []
 
 
+# -- asyncio client ------------------------------------------------------------------
+
+
+async def test_async_client_uploads_reads_back_and_reports_refusals(
+    server: Running, videos: dict[str, bytes], tmp_path: Path
+) -> None:
+    data = videos["mp4"]
+    path = write(tmp_path, "clip.mp4", data)
+    noise = write(tmp_path, "noise.mp4", os.urandom(1024 * 1024))
+    token = token_authority(server.settings).mint(new_user("aio"))
+    progress: list[int] = []
+
+    async with AsyncVidscanClient(server.target, token) as client:
+        result = await client.upload(
+            path, metadata={"source": "aio"}, on_progress=lambda sent, _t: progress.append(sent)
+        )
+        video = await client.video(result.video_id)
+        analysis = await client.analysis(result.analysis_id)
+
+        session = await client.create_session()
+        before = (await client.session_status(session.session_id)).status
+        cancelled = (await client.cancel(session.session_id)).cleanup_performed
+        after = (await client.session_status(session.session_id)).status
+
+        with pytest.raises(VidscanError) as missing:
+            await client.analysis(str(uuid.uuid4()))
+        with pytest.raises(VidscanError) as refused:
+            await client.upload(noise)
+
+    assert result.file_hash == hashlib.sha256(data).hexdigest()
+    assert dict(result.metadata) == {"source": "aio"}
+    assert progress[0] == 0 and progress[-1] == len(data)
+    assert (video.video_id, analysis.video_id) == (result.video_id, result.video_id)
+    assert (before, cancelled, after) == ("active", True, "cancelled")
+    assert (missing.value.code, missing.value.reason) == (
+        grpc.StatusCode.NOT_FOUND,
+        "ANALYSIS_NOT_FOUND",
+    )
+    assert not missing.value.transient
+    assert refused.value.reason == "UNSUPPORTED_FORMAT"
+    assert refused.value.cleanup is not None and refused.value.cleanup.quota_released
+
+
+async def test_cancelled_async_upload_stops_and_the_session_resumes(
+    server: Running, big_video: bytes, tmp_path: Path
+) -> None:
+    """Cancelling the task that awaits an upload cancels its stream and stops the
+    retries; the session keeps what it committed, and a later upload finishes it."""
+    path = write(tmp_path, "big.mp4", big_video)
+    token = token_authority(server.settings).mint(new_user("aio-cancel"))
+    loop = asyncio.get_running_loop()
+    reached, release = asyncio.Event(), threading.Event()
+    retries: list[VidscanError] = []
+
+    def on_progress(sent: int, total: int) -> None:
+        # Held on gRPC's request thread until the test has cancelled: the stream
+        # cannot finish first.
+        if sent >= total // 3 and not release.is_set():
+            loop.call_soon_threadsafe(reached.set)
+            release.wait(30)
+
+    async with AsyncVidscanClient(server.target, token) as client:
+        session = await client.create_session()
+        task = asyncio.create_task(
+            client.upload(
+                path,
+                session_id=session.session_id,
+                on_progress=on_progress,
+                on_retry=lambda _n, error, _d: retries.append(error),
+            )
+        )
+        await asyncio.wait_for(reached.wait(), 60)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        status = await client.session_status(session.session_id)
+        result = await client.upload(path, session_id=session.session_id)
+
+    assert retries == []
+    assert status.status == "active"
+    assert status.session.committed_bytes < len(big_video)
+    assert result.file_hash == hashlib.sha256(big_video).hexdigest()
+    assert result.file_size == len(big_video)
+
+
+# -- waiting for an analysis ---------------------------------------------------------
+
+
+async def test_wait_for_analysis_until_the_background_verdict(
+    start_server: StartServer, triton: TritonServer, tmp_path: Path
+) -> None:
+    """The server answers PROCESSING at once (no inline wait); the sync and asyncio
+    clients poll until the worker's verdict, and settle() folds it into the result."""
+    running = await start_server(triton_url=triton.grpc_url, analysis_wait_seconds=0)
+    path = make_video(tmp_path / "clip.mp4", spec=SPECS["mp4"], seconds=2, fps=10)
+    token = token_authority(running.settings).mint(new_user("wait"))
+
+    async with AsyncVidscanClient(running.target, token) as client:
+        result = await client.upload(path)
+        waited = await client.wait_for_analysis(result.analysis_id, timeout=90)
+
+    def sync_wait() -> analysis_pb2.Analysis:
+        with VidscanClient(running.target, token) as client:
+            return client.wait_for_analysis(result.analysis_id, timeout=90)
+
+    again = await asyncio.to_thread(sync_wait)
+    assert result.upload_status == upload_pb2.UPLOAD_STATUS_PROCESSING
+    assert waited.status == analysis_pb2.ANALYSIS_STATUS_ANALYZED
+    assert is_final(waited) and again.status == waited.status
+    settled = settle(result, waited)
+    assert settled.upload_status == upload_pb2.UPLOAD_STATUS_ANALYZED
+    assert settled.detection_result == waited.detection
+    assert settled.is_fake == waited.detection.is_fake
+    assert settled.video_id == result.video_id
+
+    # Another user: the same file would be deduplicated against this user's video.
+    token = token_authority(running.settings).mint(new_user("wait-cli"))
+    run = await run_cli("upload", str(path), "--wait", target=running.target, token=token)
+    assert run.code == 0, run.stderr
+    printed = json.loads(run.stdout)
+    assert printed["upload_status"] == "UPLOAD_STATUS_ANALYZED"
+    assert printed["detection_result"]["reference_model"] is True
+    assert "is processing; waiting up to" in run.stderr
+
+    shown = await run_cli(
+        "result", printed["analysis_id"], "--wait", target=running.target, token=token
+    )
+    assert shown.code == 0, shown.stderr
+    assert json.loads(shown.stdout)["status"] == "ANALYSIS_STATUS_ANALYZED"
+
+
+async def test_cli_wait_gives_up_with_exit_4(
+    start_server: StartServer, videos: dict[str, bytes], tmp_path: Path
+) -> None:
+    """No analysis worker: the analysis stays pending, --wait runs out."""
+    running = await start_server(analysis_wait_seconds=0, analysis_workers=0)
+    path = write(tmp_path, "clip.mp4", videos["mp4"])
+    token = token_authority(running.settings).mint(new_user("wait-out"))
+
+    run = await run_cli(
+        "upload", str(path), "--wait", "--wait-timeout", "1", target=running.target, token=token
+    )
+    assert run.code == 4, run.stderr
+    result = json.loads(run.stdout)
+    assert result["upload_status"] == "UPLOAD_STATUS_PROCESSING"
+    assert "still processing after 1 s" in run.stderr
+
+    shown = await run_cli(
+        "result",
+        result["analysis_id"],
+        "--wait",
+        "--wait-timeout",
+        "0.5",
+        target=running.target,
+        token=token,
+    )
+    assert shown.code == 4, shown.stderr
+    assert json.loads(shown.stdout)["status"] == "ANALYSIS_STATUS_PENDING"
+
+
 # -- CLI -----------------------------------------------------------------------------
 
 
@@ -256,12 +419,12 @@ async def test_cli_reminds_that_bundled_models_are_reference_models(
     assert "reference model" in analysis.stderr
 
 
-async def test_cli_refused_upload_exits_2_with_the_reason(server: Running, tmp_path: Path) -> None:
+async def test_cli_refused_upload_exits_3_with_the_reason(server: Running, tmp_path: Path) -> None:
     path = write(tmp_path, "noise.mov", os.urandom(2 * 1024 * 1024))
     token = token_authority(server.settings).mint(new_user("cli-refused"))
 
     run = await run_cli("upload", str(path), target=server.target, token=token)
-    assert run.code == 2, run.stderr
+    assert run.code == 3, run.stderr
     assert run.stdout == ""
     error = json.loads(run.stderr.strip().splitlines()[-1])
     assert error["reason"] == "UNSUPPORTED_FORMAT"
@@ -282,11 +445,28 @@ async def test_cli_other_failures_exit_1(server: Running, tmp_path: Path) -> Non
     assert missing.code == 1
     assert "absent.mp4" in missing.stderr
 
+    unknown = await run_cli("cancel", str(uuid.uuid4()), target=server.target, token=token)
+    assert unknown.code == 1
+    assert json.loads(unknown.stderr.strip())["reason"] == "SESSION_NOT_FOUND"
+
+
+async def test_cli_usage_errors_exit_2(server: Running, tmp_path: Path) -> None:
+    """Exit code 2 means the command line was wrong, and nothing reached the server."""
+    token = token_authority(server.settings).mint(new_user("cli-usage"))
     bad_metadata = await run_cli(
         "upload", str(tmp_path), "--metadata", "[1]", target=server.target, token=token
     )
-    assert bad_metadata.code == 1
+    assert bad_metadata.code == 2
     assert "JSON object" in bad_metadata.stderr
+
+    no_file = await run_cli("upload", target=server.target, token=token)
+    assert no_file.code == 2
+    assert "FILE" in no_file.stderr
+
+    no_token = await run_cli("status", "x", target=server.target, token="")
+    assert no_token.code == 2
+    assert "VIDSCAN_TOKEN" in no_token.stderr
+    assert no_token.stdout == ""
 
 
 # -- resumption ----------------------------------------------------------------------

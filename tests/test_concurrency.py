@@ -90,13 +90,13 @@ async def test_quota_race_exactly_n_succeed(
         )
     else:
         from server.db.engine import create_engine
-        from server.db.repository import Repository
+        from server.db.repository import SqlRepository
         from server.main import database_url
 
         engine = create_engine(database_url(running.settings))
         from server.clock import system_clock
 
-        await Repository(engine=engine, clock=system_clock, default_quota=0).set_quota(
+        await SqlRepository(engine=engine, clock=system_clock, default_quota=0).set_quota(
             user_id=user, remaining=quota
         )
         await engine.dispose()

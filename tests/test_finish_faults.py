@@ -43,12 +43,13 @@ from support.services import (
 from support.tcpproxy import TcpProxy
 from vidscan.v1 import upload_pb2, upload_pb2_grpc
 from vidscan_client.client import VidscanClient, VidscanError, resume_offset_from
+from vidscan_client.protos import upload_pb2 as client_upload_pb2
 
 from server.clock import system_clock
 from server.config import DEFAULT_UPLOAD_QUOTA, Settings
 from server.db.engine import create_engine
-from server.db.repository import Repository
-from server.errors import Reason
+from server.db.repository import SqlRepository
+from server.errors import Reason, reason_name
 from server.janitor import OBJECT_MISSING, Janitor, JanitorReport
 from server.main import token_authority
 from server.sessions.port import SessionState
@@ -141,7 +142,7 @@ async def session_state(stack: Stack, session_id: str) -> tuple[SessionState, st
 async def sweep(stack: Stack, s3: S3ObjectStore) -> JanitorReport:
     """A janitor pass that treats everything as older than the session TTL."""
     engine = create_engine(stack.postgres.url)
-    repo = Repository(engine=engine, clock=system_clock, default_quota=DEFAULT_UPLOAD_QUOTA)
+    repo = SqlRepository(engine=engine, clock=system_clock, default_quota=DEFAULT_UPLOAD_QUOTA)
 
     def later() -> datetime:
         return datetime.now(UTC) + timedelta(seconds=1)
@@ -197,12 +198,12 @@ def partial_stream(target: str, tok: str, session_id: str, data: bytes) -> None:
         stub = upload_pb2_grpc.UploadServiceStub(channel)  # type: ignore[no-untyped-call]
         with pytest.raises(grpc.RpcError) as caught:
             stub.UploadVideo(messages(), metadata=(("authorization", f"Bearer {tok}"),))
-    assert details(caught.value).reason == Reason.UPLOAD_INCOMPLETE
+    assert details(caught.value).reason == reason_name(Reason.UPLOAD_INCOMPLETE)
 
 
 def upload_file(
     target: str, tok: str, path: Path, session_id: str, *, retries: int = 8
-) -> upload_pb2.UploadResult:
+) -> client_upload_pb2.UploadResult:
     with VidscanClient(target, tok) as client:
         return client.upload(path, session_id=session_id, max_retries=retries)
 
@@ -320,7 +321,7 @@ class HeldUpload:
     session_id: str
     path: Path
     data: bytes
-    call: asyncio.Task[upload_pb2.UploadResult]
+    call: asyncio.Task[client_upload_pb2.UploadResult]
 
     async def reached(self) -> None:
         reached = self.gate.with_name(self.gate.name + ".reached")
@@ -337,7 +338,7 @@ class HeldUpload:
             await self.call
         return caught.value
 
-    async def resume(self) -> upload_pb2.UploadResult:
+    async def resume(self) -> client_upload_pb2.UploadResult:
         """The same session, on the same server, once the fault is over."""
         return await asyncio.to_thread(
             upload_file, self.server.target, self.tok, self.path, self.session_id
@@ -403,7 +404,7 @@ async def test_postgres_stopped_at_the_final_insert(
         error = await held.refused()
         assert (error.code, error.reason) == (
             grpc.StatusCode.UNAVAILABLE,
-            Reason.DATABASE_UNAVAILABLE,
+            reason_name(Reason.DATABASE_UNAVAILABLE),
         )
         assert error.cleanup is None or not error.cleanup.s3_cleanup
         await assert_sealed(stack, held)
@@ -447,7 +448,7 @@ async def test_minio_killed_during_the_post_resume_download(
         error = await held.refused()
         assert (error.code, error.reason) == (
             grpc.StatusCode.UNAVAILABLE,
-            Reason.STORAGE_UNAVAILABLE,
+            reason_name(Reason.STORAGE_UNAVAILABLE),
         )
         await assert_sealed(stack, held)
     finally:
@@ -471,7 +472,7 @@ async def test_redis_killed_when_the_session_is_completed(
         error = await held.refused()
         assert (error.code, error.reason) == (
             grpc.StatusCode.UNAVAILABLE,
-            Reason.SESSION_STORE_UNAVAILABLE,
+            reason_name(Reason.SESSION_STORE_UNAVAILABLE),
         )
     finally:
         await asyncio.to_thread(stack.redis.restart)
@@ -541,7 +542,10 @@ async def test_a_stream_that_loses_its_lock_stops_at_once(
     finally:
         await client.aclose()
     info = details(error)
-    assert (info.code, info.reason) == (grpc.StatusCode.ABORTED, Reason.SESSION_LOCK_LOST)
+    assert (info.code, info.reason) == (
+        grpc.StatusCode.ABORTED,
+        reason_name(Reason.SESSION_LOCK_LOST),
+    )
     assert waited < LOCK_SECONDS * 2, waited  # one refresh interval, not the stream's end
     assert owner == b"thief"  # the lost stream did not release someone else's lock
 
@@ -598,7 +602,10 @@ async def test_a_sealed_session_refuses_extra_bytes_without_discarding(
             return caught.value
 
     info = details(await asyncio.to_thread(extra))
-    assert (info.code, info.reason) == (grpc.StatusCode.OUT_OF_RANGE, Reason.INVALID_OFFSET)
+    assert (info.code, info.reason) == (
+        grpc.StatusCode.OUT_OF_RANGE,
+        reason_name(Reason.INVALID_OFFSET),
+    )
     assert info.metadata["expected_offset"] == str(size)
     await assert_sealed(stack, held)
     await assert_resumed_to_the_end(stack, s3, held)

@@ -19,7 +19,7 @@ from conftest import StartServer
 from support.rpc import details
 
 from server.config import DEFAULT_UPLOAD_QUOTA, Settings
-from server.errors import Reason
+from server.errors import Reason, reason_name
 
 DISK_BYTES = 4 * 1024 * 1024
 
@@ -77,7 +77,10 @@ async def test_a_full_disk_refuses_the_upload_precisely_and_leaves_nothing(
     with pytest.raises(grpc.RpcError) as caught:
         await client.upload(big_video, session_id=session.session_id)
     info = details(caught.value)
-    assert (info.code, info.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, Reason.STORAGE_FULL)
+    assert (info.code, info.reason) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        reason_name(Reason.STORAGE_FULL),
+    )
     assert str(data_dir) not in info.message  # no server paths in errors
     assert info.cleanup is not None and info.cleanup.quota_released
 

@@ -17,7 +17,7 @@ from server.clock import system_clock
 from server.config import Settings
 from server.db.engine import create_engine
 from server.db.migrate import upgrade_to_head
-from server.db.repository import Repository
+from server.db.repository import SqlRepository
 from server.janitor import Janitor
 from server.storage.filesystem import FilesystemObjectStore
 from server.storage.s3 import S3ObjectStore
@@ -34,7 +34,7 @@ async def test_janitor_aborts_orphaned_multiparts_and_releases_quota(
     await s3.upload_part(key, upload_id=upload_id, number=1, data=b"x" * 1024)
     engine = create_engine(real_settings.database_url)
     await upgrade_to_head(engine)
-    repo = Repository(engine=engine, clock=system_clock, default_quota=5)
+    repo = SqlRepository(engine=engine, clock=system_clock, default_quota=5)
     try:
         await repo.reserve_quota(user_id=user, session_id=f"s-{id(tmp_path)}")
         assert await repo.get_quota(user_id=user) == 4
@@ -84,7 +84,9 @@ async def test_embedded_default_runs_the_whole_pipeline(
     for name in ("mp4", "webm", "avi"):
         data = videos[name]
         result = await client.upload(data, filename=f"clip.{name}")
-        path = Path(result.s3_url.removeprefix("file://"))
+        assert result.s3_url == f"local://local/{result.s3_key}"
+        assert str(embedded_settings.data_dir) not in result.s3_url  # no server paths
+        path = embedded_settings.data_dir / "objects" / "local" / result.s3_key
         assert path.read_bytes() == data
         assert result.file_hash == hashlib.sha256(data).hexdigest()
         assert result.upload_status == upload_pb2.UPLOAD_STATUS_PROCESSING

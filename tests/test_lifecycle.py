@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 from conftest import Running
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -26,6 +27,13 @@ async def test_sigterm_drains_in_flight_uploads_and_refuses_new_ones(
 ) -> None:
     proc = ServerProcess(real_settings, log_path=tmp_path / "server.log")
     try:
+        # The warm media pool is up before the server listens, and dies with it.
+        workers = [
+            child.pid
+            for child in psutil.Process(proc.process.pid).children()
+            if "server.media.worker" in " ".join(child.cmdline())
+        ]
+        assert len(workers) == real_settings.media_workers
         async with grpc.aio.insecure_channel(proc.target) as channel:
             token = token_authority(real_settings).mint("drain-user")
             client = Client(channel, token, proc.target)
@@ -60,6 +68,7 @@ async def test_sigterm_drains_in_flight_uploads_and_refuses_new_ones(
                 sync_channel.close()
         assert await asyncio.to_thread(proc.wait, 30) == 0
         assert "stopped" in proc.log_path.read_text()
+        assert [pid for pid in workers if psutil.pid_exists(pid)] == []
     finally:
         proc.close()
 

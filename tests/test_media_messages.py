@@ -42,9 +42,14 @@ SAMPLE = SampleRequest(
     size=224,
     mean=(0.5, 0.5, 0.5),
     std=(0.25, 0.25, 0.25),
-    layout="NCHW",
-    out="/x.npy",
+    layout="NHWC",
+    datatype="UINT8",
+    policy="cheapest",
+    max_packets=10_000,
     min_frames=8,
+    out="",
+    shm_key="vidscan_frames_0",
+    shm_bytes=32 * 224 * 224 * 3,
 )
 
 
@@ -67,7 +72,12 @@ def test_requests_round_trip(request_: ProbeRequest | ValidateRequest | SampleRe
     [
         (HeaderInfo(codec="h264"), HeaderInfo),
         (INFO, VideoInfo),
-        (SampledFrames(frames=2, times=(0.0, 0.5), decode_ms=3.5), SampledFrames),
+        (
+            SampledFrames(
+                frames=2, times=(0.0, 0.5), decode_ms=3.5, plan="keyframes", decoded=2, nbytes=9
+            ),
+            SampledFrames,
+        ),
     ],
 )
 def test_answers_round_trip(answer: object, kind: type[object]) -> None:
@@ -136,3 +146,11 @@ def test_detection_results_are_read_back_strictly() -> None:
         from_document({**document, "is_fkae": True})
     with pytest.raises(Internal, match="lacks"):
         from_document({k: v for k, v in document.items() if k != "disclaimer"})
+
+
+def test_detection_results_stored_before_frame_times_still_read() -> None:
+    message = detection_pb2.Detection(model_name="m", frame_times=[0.0, 8.3], frame_policy="x")
+    document = to_document(message)
+    assert from_document(document).frame_times == [0.0, 8.3]
+    older = {k: v for k, v in document.items() if k not in ("frame_times", "frame_policy")}
+    assert from_document(older).frame_policy == ""

@@ -1,16 +1,18 @@
 """The bundled REFERENCE models served by a real tritonserver (CPU, python backend).
 
 Why: vidscan's analysis path talks to Triton over gRPC; these tests pin the model
-repository's I/O contract (input ``frames`` FP32 NCHW [N,3,224,224], ImageNet-normalised
-RGB; output ``fake_probability`` FP32 [N,1] in [0,1]) on the real server, including the
-ensemble, the contract parameters clients read with get_model_config, refusal of bad
-inputs, dynamic batching of concurrent requests, and a crash/restart of the server.
+repository's I/O contract (input ``frames`` UINT8 NHWC [N,224,224,3] RGB pixels,
+normalised inside the model; output ``fake_probability`` FP32 [N,1] in [0,1]) on the
+real server, including the ensemble, the contract parameters clients read with
+get_model_config, refusal of bad inputs, dynamic batching of concurrent requests,
+frames handed over in system shared memory, and a crash/restart of the server.
 The models are untrained (seeded weights): the tests check shapes, ranges, determinism
 and plumbing, never what the scores "mean".
 """
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import threading
@@ -19,8 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import onnxruntime  # type: ignore[import-untyped]
 import pytest
 import tritonclient.grpc as grpcclient
+import tritonclient.utils.shared_memory as shm
 from support.triton import (
     BUILD_SCRIPT,
     REPO_ROOT,
@@ -40,11 +45,11 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 CONTRACT_PARAMETERS = {
     "reference_model": "true",
-    "contract_version": "vidscan.frames.v1",
+    "contract_version": "vidscan.frames.v2",
     "input_name": "frames",
-    "input_datatype": "FP32",
-    "input_layout": "NCHW",
-    "input_shape": "[-1,3,224,224]",
+    "input_datatype": "UINT8",
+    "input_layout": "NHWC",
+    "input_shape": "[-1,224,224,3]",
     "input_color_order": "RGB",
     "input_size": "224x224",
     "input_pixel_scale": "0.00392156862745098",
@@ -74,14 +79,12 @@ def client(triton: TritonServer) -> Iterator[Any]:
 
 
 def make_frames(count: int, seed: int) -> np.ndarray:
-    """Random RGB uint8 images, preprocessed exactly as the contract says."""
+    """Random RGB uint8 images, as decoded: the contract wants no preprocessing."""
     rgb = np.random.default_rng(seed).integers(0, 256, size=(count, 224, 224, 3), dtype=np.uint8)
-    scaled = rgb.astype(np.float32) / 255.0
-    normalised = (scaled - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(normalised.transpose(0, 3, 1, 2), dtype=np.float32)
+    return rgb
 
 
-def infer(client: Any, model: str, frames: np.ndarray, datatype: str = "FP32") -> np.ndarray:
+def infer(client: Any, model: str, frames: np.ndarray, datatype: str = "UINT8") -> np.ndarray:
     inp = grpcclient.InferInput("frames", list(frames.shape), datatype)
     inp.set_data_from_numpy(frames)
     result = client.infer(
@@ -145,7 +148,7 @@ def test_concurrent_requests_are_batched_and_split_correctly(client: Any) -> Non
                 done.set()
 
     for index, frames in enumerate(batches):
-        inp = grpcclient.InferInput("frames", list(frames.shape), "FP32")
+        inp = grpcclient.InferInput("frames", list(frames.shape), "UINT8")
         inp.set_data_from_numpy(frames)
         client.async_infer(
             "frame_cnn",
@@ -171,8 +174,8 @@ def test_config_parameters_carry_the_contract(client: Any, model: str) -> None:
     [inp] = config["input"]
     assert (inp["name"], inp["data_type"], inp["dims"]) == (
         "frames",
-        "TYPE_FP32",
-        ["3", "224", "224"],
+        "TYPE_UINT8",
+        ["224", "224", "3"],
     )
     [out] = config["output"]
     assert (out["name"], out["data_type"], out["dims"]) == ("fake_probability", "TYPE_FP32", ["1"])
@@ -197,30 +200,72 @@ def test_score_mean_is_marked_reference(client: Any) -> None:
 @pytest.mark.parametrize(
     ("shape", "datatype", "message"),
     [
-        ((2, 3, 100, 100), "FP32", "unexpected shape"),
-        ((2, 224, 224, 3), "FP32", "unexpected shape"),  # NHWC instead of NCHW
-        ((MAX_BATCH + 1, 3, 224, 224), "FP32", "batch-size must be <= 32"),
-        ((1, 3, 224, 224), "FP64", "data-type is 'FP64'"),
+        ((2, 100, 100, 3), "UINT8", "unexpected shape"),
+        ((2, 3, 224, 224), "UINT8", "unexpected shape"),  # NCHW instead of NHWC
+        ((MAX_BATCH + 1, 224, 224, 3), "UINT8", "batch-size must be <= 32"),
+        ((1, 224, 224, 3), "FP32", "data-type is 'FP32'"),  # the older, 4x larger form
     ],
-    ids=["small-image", "nhwc", "batch-too-big", "fp64"],
+    ids=["small-image", "nchw", "batch-too-big", "fp32"],
 )
 def test_bad_input_is_refused(
     client: Any, model: str, shape: tuple[int, ...], datatype: str, message: str
 ) -> None:
-    frames = np.zeros(shape, dtype=np.float64 if datatype == "FP64" else np.float32)
+    frames = np.zeros(shape, dtype=np.float32 if datatype == "FP32" else np.uint8)
     with pytest.raises(InferenceServerException) as caught:
         infer(client, model, frames, datatype=datatype)
     assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert message in caught.value.message()
 
 
-@pytest.mark.parametrize("model", CLASSIFIERS)
-def test_non_finite_frames_are_refused(client: Any, model: str) -> None:
-    frames = make_frames(2, seed=5)
-    frames[1, 0, 0, 0] = np.nan
-    with pytest.raises(InferenceServerException) as caught:
-        infer(client, model, frames)
-    assert "NaN or Inf" in caught.value.message()
+def test_the_model_normalises_as_its_contract_says() -> None:
+    # The graph's first nodes alone: UINT8 NHWC in, the documented FP32 NCHW out.
+    spec = importlib.util.spec_from_file_location("build_reference_models", BUILD_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    build: Any = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    graph = build.GraphBuilder(seed=0)
+    graph.nodes.append(onnx.helper.make_node("Identity", [graph.normalised_input()], ["out"]))
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            graph.nodes,
+            "normalise",
+            [onnx.helper.make_tensor_value_info("frames", onnx.TensorProto.UINT8, None)],
+            [onnx.helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, None)],
+            initializer=graph.initializers,
+        ),
+        opset_imports=[onnx.helper.make_opsetid("", build.OPSET)],
+    )
+    model.ir_version = build.IR_VERSION
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    rgb = make_frames(2, seed=5)
+    (got,) = session.run(["out"], {"frames": rgb})
+    want = ((rgb.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", CONTRACT_MODELS)
+def test_frames_in_system_shared_memory_score_as_inline(client: Any, model: str) -> None:
+    frames = make_frames(3, seed=21)
+    inline = infer(client, model, frames)
+    name = f"test_frames_{model}"
+    handle = shm.create_shared_memory_region(name, name, frames.nbytes, create_only=True)
+    try:
+        shm.set_shared_memory_region(handle, [frames])
+        client.register_system_shared_memory(name, f"/{name}", frames.nbytes)
+        try:
+            inp = grpcclient.InferInput("frames", list(frames.shape), "UINT8")
+            inp.set_shared_memory(name, frames.nbytes)
+            result = client.infer(
+                model, [inp], outputs=[grpcclient.InferRequestedOutput("fake_probability")]
+            )
+        finally:
+            client.unregister_system_shared_memory(name)
+    finally:
+        shm.destroy_shared_memory_region(handle)
+    np.testing.assert_array_equal(result.as_numpy("fake_probability"), inline)
+    assert not Path(f"/dev/shm/{name}").exists()
 
 
 def test_model_py_copies_are_identical() -> None:

@@ -116,26 +116,26 @@ def test_stream_validator_limits_and_declarations() -> None:
     too_big = StreamValidator(max_bytes=100, declared_size=None, declared_sha256="")
     with pytest.raises(InvalidUpload) as caught:
         too_big.feed(data)
-    assert caught.value.reason is Reason.FILE_TOO_LARGE
+    assert caught.value.reason == Reason.FILE_TOO_LARGE
     with pytest.raises(InvalidUpload):
         StreamValidator(max_bytes=100, declared_size=101, declared_sha256="")
 
     overrun = StreamValidator(max_bytes=1000, declared_size=10, declared_sha256="")
     with pytest.raises(InvalidUpload) as caught:
         overrun.feed(data)
-    assert caught.value.reason is Reason.SIZE_MISMATCH
+    assert caught.value.reason == Reason.SIZE_MISMATCH
 
     wrong_hash = StreamValidator(max_bytes=1000, declared_size=None, declared_sha256="ab" * 32)
     wrong_hash.feed(data)
     with pytest.raises(InvalidUpload) as caught:
         wrong_hash.finish(digest)
-    assert caught.value.reason is Reason.HASH_MISMATCH
+    assert caught.value.reason == Reason.HASH_MISMATCH
     assert caught.value.metadata["actual_sha256"] == digest
 
     empty = StreamValidator(max_bytes=1000, declared_size=None, declared_sha256="")
     with pytest.raises(InvalidUpload) as caught:
         empty.finish(hashlib.sha256(b"").hexdigest())
-    assert caught.value.reason is Reason.EMPTY_UPLOAD
+    assert caught.value.reason == Reason.EMPTY_UPLOAD
 
 
 def test_resumable_sha256_state_round_trips() -> None:
@@ -223,6 +223,38 @@ def test_model_contract_is_read_from_the_config() -> None:
     assert contract.reference_model and "no meaning" in contract.disclaimer
     with pytest.raises(Exception, match="frames contract"):
         ModelContract.from_triton(name="m", config={"parameters": {}}, version="1")
+
+
+def test_model_contract_checks_the_declared_input() -> None:
+    params = {
+        "input_name": "frames",
+        "output_name": "fake_probability",
+        "input_layout": "NHWC",
+        "input_datatype": "UINT8",
+        "input_size": "224x224",
+        "input_normalization_mean": "0.485,0.456,0.406",
+        "input_normalization_std": "0.229,0.224,0.225",
+    }
+
+    def config(data_type: str, dims: list[str]) -> dict[str, object]:
+        return {
+            "max_batch_size": 32,
+            "input": [{"name": "frames", "data_type": data_type, "dims": dims}],
+            "parameters": {k: {"string_value": v} for k, v in params.items()},
+        }
+
+    contract = ModelContract.from_triton(
+        name="m", config=config("TYPE_UINT8", ["224", "224", "3"]), version="1"
+    )
+    assert (contract.datatype, contract.shape, contract.frame_bytes) == (
+        "UINT8",
+        (224, 224, 3),
+        224 * 224 * 3,
+    )
+    with pytest.raises(Exception, match="its parameters say UINT8"):
+        ModelContract.from_triton(
+            name="m", config=config("TYPE_FP32", ["3", "224", "224"]), version="1"
+        )
 
 
 def test_errors_become_rich_statuses() -> None:

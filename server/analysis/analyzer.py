@@ -1,31 +1,46 @@
 """Runs one analysis: claim -> get the file -> sample frames (isolated worker) ->
-Triton -> aggregate -> record. Used inline by UploadVideo and by queue workers."""
+Triton -> aggregate -> record. Used inline by UploadVideo and by queue workers.
+
+Frames go from the media worker to Triton through a shared-memory region when the
+detector offers one (the server never holds them), else through an ``.npy`` spool
+file read back here and sent inside the inference request."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from vidscan.v1 import detection_pb2
 
+from server import metrics
 from server.analysis.queue import Job, JobQueue, retry_delay
-from server.db.analyses import TERMINAL, AnalysisRepository
-from server.db.models import AnalysisRow
 from server.detection.aggregate import aggregate
 from server.detection.contract import ModelContract
 from server.detection.result import to_document
-from server.errors import Internal, InvalidUpload, Reason, Unavailable, VidscanError
+from server.detection.shm import FrameRegion
+from server.errors import (
+    Internal,
+    InvalidUpload,
+    Reason,
+    Unavailable,
+    VidscanError,
+    reason_name,
+)
 from server.media.isolation import MediaInspector
-from server.media.messages import SampleRequest
+from server.media.messages import SampledFrames, SampleRequest
+from server.records.model import AnalysisRecord
+from server.records.port import AnalysisRepository
 from server.storage.port import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -39,6 +54,20 @@ class Detector(Protocol):
     async def infer(self, model: str, frames: np.ndarray) -> list[float]: ...
 
 
+@runtime_checkable
+class SharedMemoryDetector(Detector, Protocol):
+    """An optional ability: frames read from a region the media worker writes."""
+
+    @property
+    def shared_memory(self) -> bool: ...
+
+    def frame_region(self, byte_size: int) -> AbstractAsyncContextManager[FrameRegion | None]: ...
+
+    async def infer_region(
+        self, model: str, region: FrameRegion, *, frames: int
+    ) -> list[float]: ...
+
+
 @dataclass(frozen=True)
 class AnalysisRules:
     frames: int
@@ -47,6 +76,7 @@ class AnalysisRules:
     lease: timedelta
     max_attempts: int
     spool_dir: Path
+    frame_policy: str = "cheapest"
 
 
 class Analyzer:
@@ -65,14 +95,16 @@ class Analyzer:
         self._detector = detector
         self._rules = rules
 
-    async def run(self, analysis_id: str, *, local_path: Path | None = None) -> AnalysisRow | None:
+    async def run(
+        self, analysis_id: str, *, local_path: Path | None = None
+    ) -> AnalysisRecord | None:
         """Runs the analysis if nobody else holds it; returns its row afterwards.
 
         Undecodable videos end FAILED; transient trouble (Triton or storage down)
         gives the analysis back as PENDING and raises Unavailable for the caller to
         retry later."""
         current = await self._analyses.get(analysis_id)
-        if current is None or current.status in TERMINAL:
+        if current is None or current.status.terminal:
             return current
         # Raises Unavailable while Triton's contracts are not loaded, before the claim,
         # so that waiting for Triton does not use up the job's attempts.
@@ -84,54 +116,61 @@ class Analyzer:
         try:
             result = await self._analyse(row, local_path)
         except InvalidUpload as exc:
-            await self._analyses.fail(analysis_id, reason=exc.reason.value, message=exc.message)
+            await self._analyses.fail(
+                analysis_id, reason=reason_name(exc.reason), message=exc.message
+            )
+            metrics.ANALYSES.labels("failed").inc()
         except Unavailable as exc:
-            await self._analyses.release(analysis_id, reason=exc.reason.value, message=exc.message)
+            await self._analyses.release(
+                analysis_id, reason=reason_name(exc.reason), message=exc.message
+            )
             raise
         except VidscanError as exc:
             if row.attempts >= self._rules.max_attempts:
-                await self._analyses.fail(analysis_id, reason=exc.reason.value, message=exc.message)
+                await self._analyses.fail(
+                    analysis_id, reason=reason_name(exc.reason), message=exc.message
+                )
+                metrics.ANALYSES.labels("failed").inc()
             else:
                 await self._analyses.release(
-                    analysis_id, reason=exc.reason.value, message=exc.message
+                    analysis_id, reason=reason_name(exc.reason), message=exc.message
                 )
                 raise Unavailable(exc.reason, exc.message) from exc
         else:
             duration_ms = (time.perf_counter() - started) * 1000
             await self._analyses.complete(analysis_id, result=result, duration_ms=duration_ms)
+            metrics.ANALYSES.labels("analyzed").inc()
+            metrics.ANALYSIS_SECONDS.labels("total").observe(duration_ms / 1000)
         return await self._analyses.get(analysis_id)
 
-    async def _analyse(self, row: AnalysisRow, local_path: Path | None) -> dict[str, Any]:
+    async def _analyse(self, row: AnalysisRecord, local_path: Path | None) -> dict[str, Any]:
         video = await self._analyses.video(row.video_id)
         if video is None:
             raise Internal(
                 Reason.DATABASE_ERROR, f"video {row.video_id} of the analysis is missing"
             )
         contract = self._detector.contract(row.model_name)
+        request = SampleRequest(
+            path="",
+            count=self._rules.frames,
+            duration=video.duration_seconds,
+            size=contract.size,
+            mean=tuple(contract.mean),
+            std=tuple(contract.std),
+            layout=contract.layout,
+            datatype=contract.datatype,
+            policy=self._rules.frame_policy,
+            max_packets=_index_bound(video.duration_seconds, video.fps),
+            min_frames=_minimum_frames(self._rules.frames, video.duration_seconds, video.fps),
+            out="",
+        )
         async with self._video_file(video.s3_key, local_path) as path:
-            out = Path(tempfile.mktemp(suffix=".npy", dir=self._rules.spool_dir))
-            try:
-                sampled = await self._media.sample_frames(
-                    SampleRequest(
-                        path=str(path),
-                        count=self._rules.frames,
-                        duration=video.duration_seconds,
-                        size=contract.size,
-                        mean=tuple(contract.mean),
-                        std=tuple(contract.std),
-                        layout=contract.layout,
-                        out=str(out),
-                        min_frames=_minimum_frames(
-                            self._rules.frames, video.duration_seconds, video.fps
-                        ),
-                    )
-                )
-                frames = np.load(out)
-            finally:
-                out.unlink(missing_ok=True)
-        started = time.perf_counter()
-        scores = await self._detector.infer(row.model_name, frames)
-        inference_ms = (time.perf_counter() - started) * 1000
+            request = dataclasses.replace(request, path=str(path))
+            sampled, scores, inference_ms = await self._frames_and_scores(
+                row.model_name, contract, request
+            )
+        metrics.ANALYSIS_SECONDS.labels("decode").observe(sampled.decode_ms / 1000)
+        metrics.ANALYSIS_SECONDS.labels("inference").observe(inference_ms / 1000)
         confidence = aggregate(scores, strategy=self._rules.strategy)
         return to_document(
             detection_pb2.Detection(
@@ -144,11 +183,40 @@ class Analyzer:
                 disclaimer=contract.disclaimer,
                 frames_analyzed=len(scores),
                 frame_scores=[round(s, 6) for s in scores],
+                frame_times=list(sampled.times),
+                frame_policy=sampled.plan,
                 aggregation=self._rules.strategy,
                 decode_ms=sampled.decode_ms,
                 inference_ms=round(inference_ms, 1),
             )
         )
+
+    async def _frames_and_scores(
+        self, model: str, contract: ModelContract, request: SampleRequest
+    ) -> tuple[SampledFrames, list[float], float]:
+        """Sampled frames (media worker) and their scores (Triton), with the
+        inference time in ms."""
+        detector = self._detector
+        if isinstance(detector, SharedMemoryDetector) and detector.shared_memory:
+            async with detector.frame_region(request.count * contract.frame_bytes) as region:
+                if region is not None:
+                    sampled = await self._media.sample_frames(
+                        dataclasses.replace(
+                            request, shm_key=region.name, shm_bytes=region.byte_size
+                        )
+                    )
+                    started = time.perf_counter()
+                    scores = await detector.infer_region(model, region, frames=sampled.frames)
+                    return sampled, scores, (time.perf_counter() - started) * 1000
+        out = Path(tempfile.mktemp(suffix=".npy", dir=self._rules.spool_dir))
+        try:
+            sampled = await self._media.sample_frames(dataclasses.replace(request, out=str(out)))
+            frames = np.load(out, allow_pickle=False)
+        finally:
+            out.unlink(missing_ok=True)
+        started = time.perf_counter()
+        scores = await detector.infer(model, frames)
+        return sampled, scores, (time.perf_counter() - started) * 1000
 
     @contextlib.asynccontextmanager
     async def _video_file(self, key: str, local_path: Path | None) -> AsyncIterator[Path]:
@@ -173,6 +241,17 @@ class Analyzer:
             yield path
         finally:
             path.unlink(missing_ok=True)
+
+
+# ~120 MB of index in the worker at most (about 4.6 h at 60 fps).
+MAX_INDEX_PACKETS = 1_000_000
+
+
+def _index_bound(duration: float, fps: float) -> int:
+    """Packets the planner may read: twice what the validated duration and frame rate
+    promise (VFR and rounding), at least 10,000, at most ``MAX_INDEX_PACKETS``; past it
+    the worker samples by seeking, whose work is bounded by the frames asked for."""
+    return min(MAX_INDEX_PACKETS, max(10_000, int(2 * duration * max(fps, 1.0))))
 
 
 def _minimum_frames(requested: int, duration: float, fps: float) -> int:
@@ -211,7 +290,7 @@ class AnalysisWorker:
 
     async def _handle(self, job: Job, *, retry_delay_seconds: float) -> None:
         current = await self._analyses.get(job.analysis_id)
-        if current is None or current.status in TERMINAL:
+        if current is None or current.status.terminal:
             await self._queue.ack(job)
             return
         delay = retry_delay(job.retries, base_seconds=retry_delay_seconds)
@@ -227,7 +306,7 @@ class AnalysisWorker:
             )
             await self._queue.retry_later(job, delay_seconds=delay)
             return
-        if row is not None and row.status in TERMINAL:
+        if row is not None and row.status.terminal:
             await self._queue.ack(job)
         else:  # held by another worker: look again later
             await self._queue.retry_later(job, delay_seconds=delay)

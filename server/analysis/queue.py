@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -102,7 +103,19 @@ class QueueInspector(Protocol):
         ...
 
 
-class RecoverableQueue(JobQueue, QueueInspector, Protocol):
+@dataclass(frozen=True)
+class QueueStats:
+    depth: int  # jobs waiting, postponed or in a worker's hands
+    oldest_age_seconds: float  # of the oldest job still in the queue; 0 when empty
+
+
+class QueueStatistics(Protocol):
+    """An optional ability: how much work is queued, for the metrics."""
+
+    async def stats(self) -> QueueStats: ...
+
+
+class RecoverableQueue(JobQueue, QueueInspector, QueueStatistics, Protocol):
     """A queue the recovery sweep can check and refill."""
 
 
@@ -172,6 +185,26 @@ class RedisStreamQueue:
         # No socket timeout: XREADGROUP blocks for up to the caller's wait.
         client = redis_client(url, socket_timeout=None)
         return cls(client=client, reclaim_after_seconds=reclaim_after_seconds)
+
+    async def stats(self) -> QueueStats:
+        """XLEN counts waiting and in-hand jobs (acknowledged ones are deleted); the
+        delayed set the postponed ones. The oldest stream entry's id is its time."""
+        async with (
+            map_queue_errors("read queue statistics"),
+            self._redis.pipeline(transaction=False) as pipe,
+        ):
+            pipe.xlen(STREAM)
+            pipe.zcard(DELAYED)
+            pipe.xrange(STREAM, count=1)
+            pipe.time()
+            length, delayed, first, now = await pipe.execute()
+        oldest = 0.0
+        if first:
+            entry_id = first[0][0]
+            text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            seconds, micros = now
+            oldest = max(0.0, seconds + micros / 1e6 - int(text.split("-")[0]) / 1000)
+        return QueueStats(depth=int(length) + int(delayed), oldest_age_seconds=oldest)
 
     async def _ensure_group(self) -> None:
         if self._group_ready:
@@ -282,9 +315,11 @@ class MemoryQueue:
         self._timers: set[asyncio.TimerHandle] = set()
         self._in_hand: dict[str, str] = {}  # message id -> analysis id
         self._held: dict[str, int] = {}  # analysis id -> copies held
+        self._since: dict[str, float] = {}  # analysis id -> when its first copy came
 
     async def enqueue(self, analysis_id: str) -> None:
         self._held[analysis_id] = self._held.get(analysis_id, 0) + 1
+        self._since.setdefault(analysis_id, time.monotonic())
         self._ready.put_nowait((analysis_id, 0))
 
     async def receive(self, *, consumer: str, wait_seconds: float) -> Job | None:
@@ -306,6 +341,7 @@ class MemoryQueue:
             self._held[analysis_id] = left
         else:
             del self._held[analysis_id]
+            self._since.pop(analysis_id, None)
 
     async def retry_later(self, job: Job, *, delay_seconds: float) -> None:
         if self._in_hand.pop(job.message_id, None) is None:
@@ -322,6 +358,11 @@ class MemoryQueue:
 
     async def held(self, analysis_ids: Sequence[str]) -> set[str]:
         return {aid for aid in analysis_ids if aid in self._held}
+
+    async def stats(self) -> QueueStats:
+        oldest = min(self._since.values(), default=None)
+        age = 0.0 if oldest is None else time.monotonic() - oldest
+        return QueueStats(depth=sum(self._held.values()), oldest_age_seconds=age)
 
     async def close(self) -> None:
         for handle in self._timers:

@@ -14,14 +14,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Protocol
 
 from server.analysis.queue import RecoverableQueue
 from server.clock import Clock
-from server.db.analyses import TERMINAL
-from server.db.models import AnalysisRow
 from server.errors import VidscanError
+from server.records.model import AnalysisRecord
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ class UnfinishedAnalyses(Protocol):
 
     async def unfinished(self, *, limit: int = ...) -> list[str]: ...
 
-    async def get(self, analysis_id: str) -> AnalysisRow | None: ...
+    async def get(self, analysis_id: str) -> AnalysisRecord | None: ...
 
 
 class QueueRecovery:
@@ -79,7 +78,7 @@ class QueueRecovery:
         old: list[str] = []
         for analysis_id in analysis_ids:
             row = await self._analyses.get(analysis_id)
-            if row is not None and row.status not in TERMINAL and _aware(row.created_at) < cutoff:
+            if row is not None and not row.status.terminal and row.created_at < cutoff:
                 old.append(analysis_id)
         return old
 
@@ -93,8 +92,3 @@ class QueueRecovery:
                 log.exception("recovery sweep failed; will retry")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_seconds)
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite gives timestamps back without their zone; they were written in UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

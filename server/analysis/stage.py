@@ -12,19 +12,23 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from server.analysis.analyzer import Analyzer
 from server.analysis.queue import JobQueue
-from server.db.analyses import TERMINAL, AnalysisRepository
-from server.db.models import AnalysisRow
 from server.errors import InvalidUpload, Reason, Unavailable, VidscanError
+from server.records.model import AnalysisRecord, AnalysisStatus
+from server.records.port import AnalysisRepository
 from server.upload.pipeline import StoredUpload
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ESTIMATE_SECONDS = 15
 POLL_SECONDS = 0.1
+# What the answer itself needs after the inline wait: the verdict is useless to a
+# client whose deadline passed while the server was still waiting for it.
+ANSWER_MARGIN_SECONDS = 0.5
 
 
 class AnalysisStage:
@@ -45,7 +49,8 @@ class AnalysisStage:
         self._analyses = analyses
         self._analyzer = analyzer
         self._budget = wait_budget_seconds
-        self._inline: set[asyncio.Task[AnalysisRow | None]] = set()
+        self._inline: set[asyncio.Task[AnalysisRecord | None]] = set()
+        self._closed = False
 
     def check_model(self, requested: str) -> str:
         """The model to use for a request, refusing names outside the allow-list."""
@@ -59,10 +64,15 @@ class AnalysisStage:
             )
         return requested
 
-    async def after_upload(self, stored: StoredUpload) -> AnalysisRow:
+    async def after_upload(
+        self, stored: StoredUpload, *, time_left: float | None = None
+    ) -> AnalysisRecord:
+        """The upload's analysis: its verdict when it comes within the wait budget
+        (and within ``time_left``, the call's remaining deadline, less the time to
+        answer), else the record as it stands, PROCESSING with an estimate."""
         if stored.deduplicated:
             return stored.analysis  # the existing video's analysis, run or running
-        if stored.analysis.status in TERMINAL:
+        if stored.analysis.status.terminal:
             return stored.analysis  # a finish that was resumed after its analysis ran
         analysis_id = stored.analysis.id
         try:
@@ -70,32 +80,35 @@ class AnalysisStage:
         except VidscanError:
             # The row is PENDING in the database; the recovery sweep will queue it.
             log.exception("could not enqueue analysis %s", analysis_id)
-        if self._analyzer is None or self._budget <= 0:
+        budget = self._budget
+        if time_left is not None:
+            budget = min(budget, time_left - ANSWER_MARGIN_SECONDS)
+        if self._analyzer is None or budget <= 0 or self._closed:
             if stored.spool_path is not None:
                 await asyncio.to_thread(stored.spool_path.unlink, True)
             return await self._estimated(stored.analysis)
-        deadline = asyncio.get_running_loop().time() + self._budget
+        deadline = asyncio.get_running_loop().time() + budget
         task = asyncio.create_task(self._run_inline(analysis_id, stored.spool_path))
         self._inline.add(task)
         task.add_done_callback(self._inline.discard)
-        done, _ = await asyncio.wait({task}, timeout=self._budget)
+        done, _ = await asyncio.wait({task}, timeout=budget)
         if task in done and not task.cancelled() and task.exception() is None:
             row = task.result()
-            if row is not None and row.status in TERMINAL:
+            if row is not None and row.status.terminal:
                 return row
         # A queue worker may have taken the job first: wait for it within the budget.
         row = await self._analyses.get(analysis_id)
-        while row is not None and row.status == "running":
+        while row is not None and row.status is AnalysisStatus.RUNNING:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 break
             await asyncio.sleep(min(POLL_SECONDS, remaining))
             row = await self._analyses.get(analysis_id)
-        if row is not None and row.status in TERMINAL:
+        if row is not None and row.status.terminal:
             return row
         return await self._estimated(row or stored.analysis)
 
-    async def _run_inline(self, analysis_id: str, spool: Path | None) -> AnalysisRow | None:
+    async def _run_inline(self, analysis_id: str, spool: Path | None) -> AnalysisRecord | None:
         """Runs the analysis here; without a local copy the analyzer fetches the
         object (a sealed upload finished on another replica than received it)."""
         assert self._analyzer is not None
@@ -108,17 +121,24 @@ class AnalysisStage:
             if spool is not None:
                 await asyncio.to_thread(spool.unlink, True)
 
-    async def _estimated(self, row: AnalysisRow) -> AnalysisRow:
+    async def _estimated(self, row: AnalysisRecord) -> AnalysisRecord:
+        """The record with how long its analysis is expected to take, from the last
+        analyses' durations (a value for the answer; nothing is stored)."""
+        seconds = DEFAULT_ESTIMATE_SECONDS
         with contextlib.suppress(VidscanError):
             recent = await self._analyses.recent_duration_ms()
-            row.estimated_seconds = (
-                max(1, round(recent / 1000)) if recent else DEFAULT_ESTIMATE_SECONDS
-            )
-            return row
-        row.estimated_seconds = DEFAULT_ESTIMATE_SECONDS
-        return row
+            if recent:
+                seconds = max(1, round(recent / 1000))
+        return replace(row, estimated_seconds=seconds)
 
     async def close(self) -> None:
-        """Lets inline analyses finish (they are short) before the process exits."""
+        """Lets inline analyses finish (they are short) before the process exits; one
+        still running after the wait budget is cancelled (its lease lets a worker take
+        it over), so that none outlives the adapters it uses."""
+        self._closed = True
         if self._inline:
             await asyncio.wait(self._inline, timeout=self._budget)
+            late = list(self._inline)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)

@@ -9,16 +9,18 @@ from vidscan.v1 import analysis_pb2, analysis_pb2_grpc
 
 from server.api import messages
 from server.api.status import rpc_errors
-from server.auth import TokenAuthority
-from server.db.repository import Repository
+from server.auth import Authenticator
 from server.errors import NotFound, Reason
+from server.records.port import VideoRepository
 from server.storage.port import ObjectStore
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
-    def __init__(self, *, auth: TokenAuthority, repository: Repository, store: ObjectStore) -> None:
+    def __init__(
+        self, *, auth: Authenticator, repository: VideoRepository, store: ObjectStore
+    ) -> None:
         self._auth = auth
         self._repo = repository
         self._store = store
@@ -27,7 +29,7 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
     async def GetVideo(
         self, request: analysis_pb2.GetVideoRequest, context: Context
     ) -> analysis_pb2.GetVideoResponse:
-        user_id = self._auth.user_from_metadata(context.invocation_metadata())
+        user_id = await self._auth.user_from_metadata(context.invocation_metadata())
         row = await self._repo.get_video(user_id=user_id, video_id=request.video_id)
         if row is None:
             raise NotFound(
@@ -44,7 +46,7 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
     async def GetAnalysis(
         self, request: analysis_pb2.GetAnalysisRequest, context: Context
     ) -> analysis_pb2.GetAnalysisResponse:
-        user_id = self._auth.user_from_metadata(context.invocation_metadata())
+        user_id = await self._auth.user_from_metadata(context.invocation_metadata())
         row = await self._repo.get_analysis(user_id=user_id, analysis_id=request.analysis_id)
         if row is None:
             raise NotFound(

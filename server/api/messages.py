@@ -1,7 +1,8 @@
-"""Conversions from domain records and rows to protobuf messages (one direction)."""
+"""Conversions from domain records to protobuf messages (one direction)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -9,8 +10,8 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from vidscan.v1 import analysis_pb2, detection_pb2, upload_pb2
 
 from server.config import ALLOWED_FORMATS
-from server.db.models import AnalysisRow, VideoRow
 from server.detection.result import from_document
+from server.records.model import AnalysisRecord, AnalysisStatus, VideoRecord
 from server.sessions.port import SessionRecord, SessionState
 
 _SESSION_STATES = {
@@ -28,10 +29,10 @@ _SESSION_MESSAGES = {
 }
 
 ANALYSIS_STATUSES = {
-    "pending": analysis_pb2.ANALYSIS_STATUS_PENDING,
-    "running": analysis_pb2.ANALYSIS_STATUS_RUNNING,
-    "analyzed": analysis_pb2.ANALYSIS_STATUS_ANALYZED,
-    "failed": analysis_pb2.ANALYSIS_STATUS_FAILED,
+    AnalysisStatus.PENDING: analysis_pb2.ANALYSIS_STATUS_PENDING,
+    AnalysisStatus.RUNNING: analysis_pb2.ANALYSIS_STATUS_RUNNING,
+    AnalysisStatus.ANALYZED: analysis_pb2.ANALYSIS_STATUS_ANALYZED,
+    AnalysisStatus.FAILED: analysis_pb2.ANALYSIS_STATUS_FAILED,
 }
 
 
@@ -43,7 +44,7 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     return stamp
 
 
-def struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
+def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
     message = struct_pb2.Struct()
     if value:
         message.update(value)
@@ -78,13 +79,13 @@ def session_status(record: SessionRecord, now: datetime) -> upload_pb2.GetUpload
     )
 
 
-def detection(result: dict[str, Any] | None) -> detection_pb2.Detection | None:
+def detection(result: Mapping[str, Any] | None) -> detection_pb2.Detection | None:
     if not result:
         return None
-    return from_document(result)
+    return from_document(dict(result))
 
 
-def video(row: VideoRow, *, uri: str, latest_analysis_id: str) -> analysis_pb2.Video:
+def video(row: VideoRecord, *, uri: str, latest_analysis_id: str) -> analysis_pb2.Video:
     return analysis_pb2.Video(
         video_id=row.id,
         filename=row.filename,
@@ -99,7 +100,7 @@ def video(row: VideoRow, *, uri: str, latest_analysis_id: str) -> analysis_pb2.V
         bucket=row.bucket,
         s3_key=row.s3_key,
         s3_url=uri,
-        status=row.status,
+        status=row.status.value,
         created_at=timestamp(row.created_at),
         uploaded_at=timestamp(row.uploaded_at),
         metadata=struct(row.client_metadata),
@@ -107,11 +108,11 @@ def video(row: VideoRow, *, uri: str, latest_analysis_id: str) -> analysis_pb2.V
     )
 
 
-def analysis(row: AnalysisRow) -> analysis_pb2.Analysis:
+def analysis(row: AnalysisRecord) -> analysis_pb2.Analysis:
     return analysis_pb2.Analysis(
         analysis_id=row.id,
         video_id=row.video_id,
-        status=ANALYSIS_STATUSES.get(row.status, analysis_pb2.ANALYSIS_STATUS_UNSPECIFIED),
+        status=ANALYSIS_STATUSES[row.status],
         model_name=row.model_name,
         detection=detection(row.result),
         failure_reason=row.failure_reason,
@@ -125,15 +126,15 @@ def analysis(row: AnalysisRow) -> analysis_pb2.Analysis:
 
 def upload_result(
     *,
-    video_row: VideoRow,
-    analysis_row: AnalysisRow,
+    video_row: VideoRecord,
+    analysis_row: AnalysisRecord,
     uri: str,
     processing_time: float | None,
     deduplicated: bool = False,
 ) -> upload_pb2.UploadResult:
     found = detection(analysis_row.result)
-    analyzed = analysis_row.status == "analyzed" and found is not None
-    failed = analysis_row.status == "failed"
+    analyzed = analysis_row.status is AnalysisStatus.ANALYZED and found is not None
+    failed = analysis_row.status is AnalysisStatus.FAILED
     status = (
         upload_pb2.UPLOAD_STATUS_ANALYZED
         if analyzed

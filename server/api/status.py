@@ -12,16 +12,22 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from vidscan.v1 import errors_pb2
 
-from server.errors import Internal, Reason, VidscanError
+from server import logs, metrics
+from server.errors import Internal, Reason, VidscanError, reason_name
 
 log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "vidscan.v1"
+
+# Every UNAVAILABLE carries google.rpc.RetryInfo; this is its delay where the error
+# names none (a backing service down, the server draining: retry soon, and for
+# SHUTTING_DOWN on another replica).
+DEFAULT_RETRY_AFTER_SECONDS = 1.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -37,7 +43,7 @@ def to_rpc_status(error: VidscanError) -> status_pb2.Status:
     details = [
         _pack(
             error_details_pb2.ErrorInfo(
-                reason=error.reason.value, domain=ERROR_DOMAIN, metadata=error.metadata
+                reason=reason_name(error.reason), domain=ERROR_DOMAIN, metadata=error.metadata
             )
         )
     ]
@@ -67,6 +73,13 @@ def to_rpc_status(error: VidscanError) -> status_pb2.Status:
                 )
             )
         )
+    retry_after = error.retry_after_seconds
+    if retry_after is None and error.code == grpc.StatusCode.UNAVAILABLE:
+        retry_after = DEFAULT_RETRY_AFTER_SECONDS
+    if retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(round(retry_after * 1e9))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     if error.cleanup is not None:
         c = error.cleanup
         details.append(
@@ -103,7 +116,11 @@ def rpc_errors(
         except Exception:
             log.exception("unexpected error in %s", method.__name__)
             failure = Internal(Reason.INTERNAL, "internal error; see the server log")
-        await context.abort_with_status(rpc_status.to_status(to_rpc_status(failure)))
+        metrics.ERRORS.labels(method.__name__, reason_name(failure.reason)).inc()
+        status = rpc_status.to_status(to_rpc_status(failure))
+        # The abort's trailers replace any set before: keep the request id in them.
+        trailers = (*status.trailing_metadata, *logs.request_id_metadata())
+        await context.abort(status.code, status.details, trailing_metadata=trailers)
         raise AssertionError("abort_with_status returned")  # pragma: no cover
 
     return wrapper

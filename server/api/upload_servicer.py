@@ -10,17 +10,23 @@ from typing import Any
 import grpc
 from vidscan.v1 import upload_pb2, upload_pb2_grpc
 
+from server import logs, metrics
 from server.analysis.stage import AnalysisStage
 from server.api import messages
 from server.api.status import rpc_errors
-from server.auth import TokenAuthority
+from server.auth import Authenticator
 from server.clock import Clock
 from server.errors import (
     Cancelled,
     IncompleteUpload,
+    Internal,
     InvalidUpload,
     Reason,
+    StorageFull,
+    Unavailable,
+    VidscanError,
     invalid_field,
+    reason_name,
 )
 from server.lifecycle import Admission
 from server.sessions.port import SessionRecord, SessionState, SessionStore
@@ -35,7 +41,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
     def __init__(
         self,
         *,
-        auth: TokenAuthority,
+        auth: Authenticator,
         sessions: SessionStore,
         opener: SessionOpener,
         pipeline: UploadPipeline,
@@ -63,7 +69,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
     async def CreateUploadSession(
         self, request: upload_pb2.CreateUploadSessionRequest, context: Context
     ) -> upload_pb2.CreateUploadSessionResponse:
-        user_id = self._auth.user_from_metadata(context.invocation_metadata())
+        user_id = await self._auth.user_from_metadata(context.invocation_metadata())
         self._admission.check_open()
         record = await self._opener.open(
             user_id=user_id,
@@ -77,7 +83,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
     async def GetUploadSession(
         self, request: upload_pb2.GetUploadSessionRequest, context: Context
     ) -> upload_pb2.GetUploadSessionResponse:
-        user_id = self._auth.user_from_metadata(context.invocation_metadata())
+        user_id = await self._auth.user_from_metadata(context.invocation_metadata())
         record = await self._owned(request.session_id, user_id)
         return messages.session_status(record, self._clock())
 
@@ -85,7 +91,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
     async def CancelUploadSession(
         self, request: upload_pb2.CancelUploadSessionRequest, context: Context
     ) -> upload_pb2.CancelUploadSessionResponse:
-        user_id = self._auth.user_from_metadata(context.invocation_metadata())
+        user_id = await self._auth.user_from_metadata(context.invocation_metadata())
         record = await self._owned(request.session_id, user_id)
         if record.state is SessionState.COMPLETED:
             raise session_not_found(request.session_id)
@@ -98,17 +104,45 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
     async def UploadVideo(
         self, request_iterator: AsyncIterator[upload_pb2.UploadVideoRequest], context: Context
     ) -> upload_pb2.UploadVideoResponse:
-        user_id = self._auth.user_from_metadata(context.invocation_metadata())
+        started = time.monotonic()
+        try:
+            response = await self._upload(request_iterator, context)
+        except VidscanError as error:
+            metrics.UPLOADS.labels(upload_outcome(error), reason_name(error.reason)).inc()
+            raise
+        except Exception:
+            metrics.UPLOADS.labels("failed", "INTERNAL").inc()
+            raise
+        result = response.result
+        elapsed = time.monotonic() - started
+        metrics.UPLOADS.labels("deduplicated" if result.deduplicated else "stored", "").inc()
+        metrics.UPLOAD_SECONDS.observe(elapsed)
+        if not result.deduplicated and elapsed > 0:
+            metrics.UPLOAD_THROUGHPUT.observe(result.file_size / elapsed)
+        return response
+
+    async def _upload(
+        self, request_iterator: AsyncIterator[upload_pb2.UploadVideoRequest], context: Context
+    ) -> upload_pb2.UploadVideoResponse:
+        user_id = await self._auth.user_from_metadata(context.invocation_metadata())
         with self._admission.admit():
             first = await anext(aiter(request_iterator), None)
             if first is None or first.WhichOneof("payload") != "header":
                 raise InvalidUpload(
                     Reason.MISSING_HEADER, "the first message of UploadVideo must carry `header`"
                 )
-            upload = self._parse_header(first.header, user_id)
+            upload = self._parse_header(first.header, user_id, _deadline(context))
+            logs.bind(session_id=upload.session_id)
+            if upload.write_offset > 0:
+                metrics.UPLOADS_RESUMED.inc()
             stored = await self._pipeline.run(upload, _chunks(request_iterator, context))
             last_byte = time.monotonic()
-            analysis_row = await self._analysis.after_upload(stored)
+            logs.bind(video_id=stored.video.id, analysis_id=stored.analysis.id)
+            # The inline analysis wait never outlives the client's deadline: a verdict
+            # the client has stopped waiting for is wasted (None: no deadline).
+            analysis_row = await self._analysis.after_upload(
+                stored, time_left=context.time_remaining()
+            )
             return upload_pb2.UploadVideoResponse(
                 result=messages.upload_result(
                     video_row=stored.video,
@@ -119,7 +153,9 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
                 )
             )
 
-    def _parse_header(self, header: upload_pb2.UploadHeader, user_id: str) -> UploadInput:
+    def _parse_header(
+        self, header: upload_pb2.UploadHeader, user_id: str, deadline: float | None
+    ) -> UploadInput:
         if not header.session_id:
             raise invalid_field("header.session_id", "required")
         sha = header.declared_sha256.lower()
@@ -150,7 +186,14 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
             metadata=metadata,
             write_offset=header.write_offset,
             model=model,
+            deadline=deadline,
         )
+
+
+def _deadline(context: Context) -> float | None:
+    """The call's deadline as a ``time.monotonic()`` instant (None: it has none)."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
 
 
 async def _chunks(
@@ -165,6 +208,7 @@ async def _chunks(
         if kind == "header":
             raise invalid_field("header", "only the first message may carry a header")
         if message.chunk:
+            metrics.UPLOAD_BYTES.inc(len(message.chunk))
             yield message.chunk
         if message.finish_write:
             if await anext(aiter(requests), None) is not None:
@@ -177,3 +221,14 @@ async def _chunks(
         "the stream ended without finish_write; the upload was discarded and the "
         "session can be written again",
     )
+
+
+def upload_outcome(error: VidscanError) -> str:
+    """How an UploadVideo that failed is counted: ``refused`` (the client's request,
+    final), ``interrupted`` (resumable: cut, cancelled, a backend down) or ``failed``
+    (our fault)."""
+    if isinstance(error, IncompleteUpload | Cancelled | Unavailable):
+        return "interrupted"
+    if isinstance(error, Internal | StorageFull):
+        return "failed"
+    return "refused"

@@ -7,6 +7,7 @@ one of them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -14,27 +15,34 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from server.clock import Clock
+from server.db.convert import analysis_record, video_record
 from server.db.engine import map_db_errors
 from server.db.models import AnalysisRow, VideoRow
+from server.records.model import AnalysisRecord, AnalysisStatus, VideoRecord
 
-TERMINAL = ("analyzed", "failed")
+_PENDING = AnalysisStatus.PENDING.value
+_RUNNING = AnalysisStatus.RUNNING.value
 
 
-class AnalysisRepository:
+class SqlAnalysisRepository:
+    """``AnalysisRepository`` over SQL."""
+
     def __init__(self, *, engine: AsyncEngine, clock: Clock) -> None:
         self._engine = engine
         self._clock = clock
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
-    async def get(self, analysis_id: str) -> AnalysisRow | None:
+    async def get(self, analysis_id: str) -> AnalysisRecord | None:
         async with map_db_errors("read analysis"), self._sessions() as session:
-            return await session.get(AnalysisRow, analysis_id)
+            row = await session.get(AnalysisRow, analysis_id)
+            return None if row is None else analysis_record(row)
 
-    async def video(self, video_id: str) -> VideoRow | None:
+    async def video(self, video_id: str) -> VideoRecord | None:
         async with map_db_errors("read video"), self._sessions() as session:
-            return await session.get(VideoRow, video_id)
+            row = await session.get(VideoRow, video_id)
+            return None if row is None else video_record(row)
 
-    async def claim(self, analysis_id: str, *, lease: timedelta) -> AnalysisRow | None:
+    async def claim(self, analysis_id: str, *, lease: timedelta) -> AnalysisRecord | None:
         """Takes the analysis for this worker, or None if it is done or held."""
         now = self._clock()
         async with map_db_errors("claim analysis"), self._engine.begin() as conn:
@@ -43,12 +51,12 @@ class AnalysisRepository:
                 .where(
                     AnalysisRow.id == analysis_id,
                     or_(
-                        AnalysisRow.status == "pending",
-                        (AnalysisRow.status == "running") & (AnalysisRow.lease_until < now),
+                        AnalysisRow.status == _PENDING,
+                        (AnalysisRow.status == _RUNNING) & (AnalysisRow.lease_until < now),
                     ),
                 )
                 .values(
-                    status="running",
+                    status=_RUNNING,
                     attempts=AnalysisRow.attempts + 1,
                     started_at=now,
                     lease_until=now + lease,
@@ -59,20 +67,28 @@ class AnalysisRepository:
         return await self.get(analysis_id)
 
     async def complete(
-        self, analysis_id: str, *, result: dict[str, Any], duration_ms: float
+        self, analysis_id: str, *, result: Mapping[str, Any], duration_ms: float
     ) -> None:
-        await self._finish(analysis_id, status="analyzed", result=result, duration_ms=duration_ms)
+        await self._finish(
+            analysis_id,
+            status=AnalysisStatus.ANALYZED.value,
+            result=dict(result),
+            duration_ms=duration_ms,
+        )
 
     async def fail(self, analysis_id: str, *, reason: str, message: str) -> None:
         await self._finish(
-            analysis_id, status="failed", failure_reason=reason, failure_message=message[:2000]
+            analysis_id,
+            status=AnalysisStatus.FAILED.value,
+            failure_reason=reason,
+            failure_message=message[:2000],
         )
 
     async def _finish(self, analysis_id: str, **values: Any) -> None:
         async with map_db_errors("finish analysis"), self._engine.begin() as conn:
             await conn.execute(
                 update(AnalysisRow)
-                .where(AnalysisRow.id == analysis_id, AnalysisRow.status == "running")
+                .where(AnalysisRow.id == analysis_id, AnalysisRow.status == _RUNNING)
                 .values(completed_at=self._clock(), lease_until=None, **values)
             )
 
@@ -81,9 +97,9 @@ class AnalysisRepository:
         async with map_db_errors("release analysis"), self._engine.begin() as conn:
             await conn.execute(
                 update(AnalysisRow)
-                .where(AnalysisRow.id == analysis_id, AnalysisRow.status == "running")
+                .where(AnalysisRow.id == analysis_id, AnalysisRow.status == _RUNNING)
                 .values(
-                    status="pending",
+                    status=_PENDING,
                     lease_until=None,
                     failure_reason=reason,
                     failure_message=message[:2000],
@@ -98,8 +114,8 @@ class AnalysisRepository:
                 select(AnalysisRow.id)
                 .where(
                     or_(
-                        AnalysisRow.status == "pending",
-                        (AnalysisRow.status == "running") & (AnalysisRow.lease_until < now),
+                        AnalysisRow.status == _PENDING,
+                        (AnalysisRow.status == _RUNNING) & (AnalysisRow.lease_until < now),
                     )
                 )
                 .order_by(AnalysisRow.created_at)

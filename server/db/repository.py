@@ -22,12 +22,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
 from server.clock import Clock
+from server.db.convert import analysis_record, analysis_row, video_record, video_values
 from server.db.engine import map_db_errors
 from server.db.models import AnalysisRow, QuotaReservationRow, UserQuotaRow, VideoRow
 from server.errors import QuotaExceeded, QuotaViolation, Reason
+from server.records.model import AnalysisRecord, VideoRecord, VideoStatus
 
 
-class Repository:
+class SqlRepository:
+    """``QuotaLedger`` and ``VideoRepository`` over SQL, plus the janitor's queries."""
+
     def __init__(self, *, engine: AsyncEngine, clock: Clock, default_quota: int) -> None:
         self._engine = engine
         self._clock = clock
@@ -107,14 +111,14 @@ class Repository:
             return True
 
     async def record_upload(
-        self, *, video: VideoRow, analysis: AnalysisRow
-    ) -> tuple[VideoRow, AnalysisRow]:
+        self, *, video: VideoRecord, analysis: AnalysisRecord
+    ) -> tuple[VideoRecord, AnalysisRecord]:
         """Writes the video and its first analysis and spends the reserved quota unit,
         all in one transaction: either everything lands or nothing does. Idempotent
         per upload session: if the session's video is already recorded (an earlier
         attempt committed, its acknowledgement lost), nothing is written and the
         recorded rows are returned."""
-        values = {attr.key: getattr(video, attr.key) for attr in VideoRow.__mapper__.column_attrs}
+        values = video_values(video)
         async with map_db_errors("record upload"), self._sessions.begin() as session:
             inserted = (
                 await session.execute(
@@ -125,7 +129,7 @@ class Repository:
                 )
             ).first()
             if inserted is not None:
-                session.add(analysis)
+                session.add(analysis_row(analysis))
                 await session.execute(
                     delete(QuotaReservationRow).where(
                         QuotaReservationRow.session_id == video.session_id
@@ -137,7 +141,9 @@ class Repository:
             raise RuntimeError(f"session {video.session_id} conflicts but has no video")
         return recorded
 
-    async def recorded_upload(self, *, session_id: str) -> tuple[VideoRow, AnalysisRow] | None:
+    async def recorded_upload(
+        self, *, session_id: str
+    ) -> tuple[VideoRecord, AnalysisRecord] | None:
         """The video an upload session recorded and its first analysis, if any."""
         async with map_db_errors("read recorded upload"), self._sessions() as session:
             video = await session.scalar(select(VideoRow).where(VideoRow.session_id == session_id))
@@ -149,23 +155,24 @@ class Repository:
                 .order_by(AnalysisRow.created_at)
                 .limit(1)
             )
-        assert analysis is not None, "every video is recorded with an analysis"
-        return video, analysis
+            assert analysis is not None, "every video is recorded with an analysis"
+            return video_record(video), analysis_record(analysis)
 
-    async def get_video(self, *, user_id: str, video_id: str) -> VideoRow | None:
+    async def get_video(self, *, user_id: str, video_id: str) -> VideoRecord | None:
         async with map_db_errors("read video"), self._sessions() as session:
-            return await session.scalar(
+            row = await session.scalar(
                 select(VideoRow).where(VideoRow.id == video_id, VideoRow.user_id == user_id)
             )
+            return None if row is None else video_record(row)
 
     async def find_video(
         self, *, user_id: str, file_hash: str, size: int, other_than_session: str = ""
-    ) -> VideoRow | None:
+    ) -> VideoRecord | None:
         """This user's stored video with these bytes, if any. Never across users:
         that would tell one user what another uploaded. ``other_than_session``
         leaves out the video that session itself recorded (it is no duplicate)."""
         async with map_db_errors("find duplicate"), self._sessions() as session:
-            return await session.scalar(
+            row = await session.scalar(
                 select(VideoRow)
                 .where(
                     VideoRow.user_id == user_id,
@@ -176,15 +183,17 @@ class Repository:
                 .order_by(VideoRow.created_at)
                 .limit(1)
             )
+            return None if row is None else video_record(row)
 
-    async def latest_analysis(self, *, video_id: str) -> AnalysisRow | None:
+    async def latest_analysis(self, *, video_id: str) -> AnalysisRecord | None:
         async with map_db_errors("read analysis"), self._sessions() as session:
-            return await session.scalar(
+            row = await session.scalar(
                 select(AnalysisRow)
                 .where(AnalysisRow.video_id == video_id)
                 .order_by(AnalysisRow.created_at.desc())
                 .limit(1)
             )
+            return None if row is None else analysis_record(row)
 
     async def latest_analysis_id(self, *, video_id: str) -> str:
         async with map_db_errors("read analysis"), self._sessions() as session:
@@ -196,13 +205,14 @@ class Repository:
             )
         return found or ""
 
-    async def get_analysis(self, *, user_id: str, analysis_id: str) -> AnalysisRow | None:
+    async def get_analysis(self, *, user_id: str, analysis_id: str) -> AnalysisRecord | None:
         async with map_db_errors("read analysis"), self._sessions() as session:
-            return await session.scalar(
+            row = await session.scalar(
                 select(AnalysisRow).where(
                     AnalysisRow.id == analysis_id, AnalysisRow.user_id == user_id
                 )
             )
+            return None if row is None else analysis_record(row)
 
     async def video_exists_for_session(self, *, session_id: str) -> bool:
         async with map_db_errors("read video"), self._sessions() as session:
@@ -250,7 +260,7 @@ class Repository:
 
     async def videos_after(
         self, *, after_id: str, limit: int, uploaded_before: datetime
-    ) -> list[tuple[str, str, str]]:
+    ) -> list[tuple[str, str, VideoStatus]]:
         """(video id, object key, status) in id order after ``after_id``: the
         janitor walks every row in pages to find rows whose object is missing."""
         async with map_db_errors("list videos"), self._sessions() as session:
@@ -260,12 +270,12 @@ class Repository:
                 .order_by(VideoRow.id)
                 .limit(limit)
             )
-            return [(str(r.id), str(r.s3_key), str(r.status)) for r in rows]
+            return [(str(r.id), str(r.s3_key), VideoStatus(r.status)) for r in rows]
 
-    async def mark_video(self, *, video_id: str, status: str) -> None:
+    async def mark_video(self, *, video_id: str, status: VideoStatus) -> None:
         async with map_db_errors("mark video"), self._engine.begin() as conn:
             await conn.execute(
-                update(VideoRow).where(VideoRow.id == video_id).values(status=status)
+                update(VideoRow).where(VideoRow.id == video_id).values(status=status.value)
             )
 
     async def ping(self) -> None:

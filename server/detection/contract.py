@@ -2,7 +2,10 @@
 
 Each model's config.pbtxt carries its contract in ``parameters`` (see
 models/README.md); ``ModelContract.from_triton`` reads it together with the
-config's max_batch_size and the served version.
+config's max_batch_size and the served version, and checks that the declared input
+(name, datatype, dims) is the one the config's ``input`` really has. The bundled
+reference models take UINT8 NHWC pixels and normalise inside the graph; a model with
+the older FP32 contract still works (the media worker then normalises).
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.errors import Internal, Reason
+
+DATATYPES = ("UINT8", "FP32")
+_ITEM_BYTES = {"UINT8": 1, "FP32": 4}
 
 REFERENCE_DISCLAIMER = (
     "Reference model: an untrained network with generated weights. Its scores carry "
@@ -25,6 +31,7 @@ class ModelContract:
     input_name: str
     output_name: str
     layout: str  # "NCHW" or "NHWC"
+    datatype: str  # "UINT8" (pixels as decoded) or "FP32" (normalised by the client)
     size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -48,6 +55,7 @@ class ModelContract:
                 input_name=params["input_name"],
                 output_name=params["output_name"],
                 layout=params["input_layout"].upper(),
+                datatype=params.get("input_datatype", "FP32").upper(),
                 size=size,
                 mean=(mean[0], mean[1], mean[2]),
                 std=(std[0], std[1], std[2]),
@@ -61,8 +69,47 @@ class ModelContract:
             ) from exc
         if contract.layout not in ("NCHW", "NHWC"):
             raise Internal(Reason.DETECTOR_ERROR, f"model {name}: unknown layout {contract.layout}")
+        if contract.datatype not in DATATYPES:
+            raise Internal(
+                Reason.DETECTOR_ERROR,
+                f"model {name}: unsupported input datatype {contract.datatype}",
+            )
+        _check_input(contract, config)
         return contract
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """One frame's dims, as the model's config declares them."""
+        if self.layout == "NHWC":
+            return (self.size, self.size, 3)
+        return (3, self.size, self.size)
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.size * self.size * 3 * _ITEM_BYTES[self.datatype]
 
     @property
     def disclaimer(self) -> str:
         return REFERENCE_DISCLAIMER if self.reference_model else ""
+
+
+def _check_input(contract: ModelContract, config: dict[str, Any]) -> None:
+    """The parameters must describe the config's real input, or frames of the wrong
+    form would reach the model (and fail there, for every video)."""
+    inputs = {str(i.get("name")): i for i in config.get("input", [])}
+    declared = inputs.get(contract.input_name)
+    if declared is None:
+        if not inputs:  # an ensemble's or a config without inputs listed: nothing to check
+            return
+        raise Internal(
+            Reason.DETECTOR_ERROR, f"model {contract.name} has no input {contract.input_name!r}"
+        )
+    datatype = str(declared.get("data_type", "")).removeprefix("TYPE_")
+    dims = tuple(int(d) for d in declared.get("dims", []))
+    if datatype != contract.datatype or dims != contract.shape:
+        raise Internal(
+            Reason.DETECTOR_ERROR,
+            f"model {contract.name}: input {contract.input_name} is {datatype} {list(dims)}, "
+            f"its parameters say {contract.datatype} {list(contract.shape)} "
+            f"({contract.layout})",
+        )

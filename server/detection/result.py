@@ -15,6 +15,8 @@ from vidscan.v1 import detection_pb2
 from server.errors import Internal, Reason
 
 FIELDS = frozenset(f.name for f in detection_pb2.Detection.DESCRIPTOR.fields)
+# Fields added after results were first stored: older documents may lack them.
+ADDED_LATER = frozenset({"frame_times", "frame_policy"})
 
 
 def to_document(message: detection_pb2.Detection) -> dict[str, Any]:
@@ -25,7 +27,7 @@ def to_document(message: detection_pb2.Detection) -> dict[str, Any]:
 
 
 def from_document(document: dict[str, Any]) -> detection_pb2.Detection:
-    missing = FIELDS - set(document)
+    missing = FIELDS - ADDED_LATER - set(document)
     if missing:
         raise Internal(
             Reason.INTERNAL, f"stored detection result lacks {', '.join(sorted(missing))}"

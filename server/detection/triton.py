@@ -3,7 +3,9 @@
 One long-lived client per process, created inside the running event loop. Every
 call has an explicit client timeout; UNAVAILABLE is retried with exponential
 backoff; every ``InferenceServerException`` becomes a vidscan error in
-``map_triton_errors`` and nowhere else.
+``map_triton_errors`` and nowhere else. Frames go either inside the request
+(``infer``) or in a system shared-memory region (``frame_region`` +
+``infer_region``, ``server/detection/shm.py``) when Triton shares this host.
 """
 
 from __future__ import annotations
@@ -11,16 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 import tritonclient.grpc.aio as triton
 from tritonclient.utils import InferenceServerException
+from tritonclient.utils.shared_memory import SharedMemoryException
 
+from server import metrics
+from server.detection import shm
 from server.detection.contract import ModelContract
-from server.errors import Internal, InvalidUpload, Reason, Unavailable
+from server.errors import Internal, InvalidUpload, Reason, Unavailable, VidscanError, reason_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,30 +40,41 @@ class TritonOptions:
     metadata_timeout_seconds: float = 5.0
     retries: int = 3
     backoff_seconds: float = 0.5
+    shared_memory: str = "off"  # VIDSCAN_TRITON_SHM: auto, on or off
 
 
 @contextlib.contextmanager
 def map_triton_errors(operation: str) -> Iterator[None]:
-    """The one place where tritonclient's exceptions become vidscan errors."""
+    """The one place where tritonclient's exceptions become vidscan errors (each
+    counted in vidscan_triton_errors_total by its reason)."""
     try:
         yield
     except InferenceServerException as exc:
         status = str(exc.status() or "")
         if any(code in status for code in _TRANSIENT):
-            raise Unavailable(
-                Reason.DETECTOR_UNAVAILABLE, f"Triton unavailable during {operation}"
+            raise _counted(
+                Unavailable(Reason.DETECTOR_UNAVAILABLE, f"Triton unavailable during {operation}")
             ) from exc
         if "INVALID_ARGUMENT" in status or "NOT_FOUND" in status:
-            raise Internal(
-                Reason.DETECTOR_ERROR, f"Triton refused {operation}: {exc.message()}"
+            raise _counted(
+                Internal(Reason.DETECTOR_ERROR, f"Triton refused {operation}: {exc.message()}")
             ) from exc
-        raise Internal(
-            Reason.DETECTOR_ERROR, f"Triton failed {operation}: {exc.message()}"
+        raise _counted(
+            Internal(Reason.DETECTOR_ERROR, f"Triton failed {operation}: {exc.message()}")
+        ) from exc
+    except SharedMemoryException as exc:
+        raise _counted(
+            Internal(Reason.DETECTOR_ERROR, f"shared memory for {operation} failed: {exc}")
         ) from exc
     except (OSError, TimeoutError) as exc:
-        raise Unavailable(
-            Reason.DETECTOR_UNAVAILABLE, f"Triton unreachable during {operation}"
+        raise _counted(
+            Unavailable(Reason.DETECTOR_UNAVAILABLE, f"Triton unreachable during {operation}")
         ) from exc
+
+
+def _counted(error: VidscanError) -> VidscanError:
+    metrics.TRITON_ERRORS.labels(reason_name(error.reason)).inc()
+    return error
 
 
 class TritonDetector:
@@ -67,6 +83,7 @@ class TritonDetector:
         self._models = tuple(models)
         self._client: triton.InferenceServerClient | None = None
         self._contracts: dict[str, ModelContract] = {}
+        self._shared_memory = shm.wanted(options.shared_memory, options.url)
 
     def _get_client(self) -> triton.InferenceServerClient:
         if self._client is None:  # created lazily, inside the running loop
@@ -114,6 +131,25 @@ class TritonDetector:
             self._contracts[name] = ModelContract.from_triton(
                 name=name, config=config.get("config", config), version=str(max(versions))
             )
+        if self._shared_memory:
+            await self._forget_orphaned_regions()
+
+    async def _forget_orphaned_regions(self) -> None:
+        """Unregisters frame regions whose /dev/shm object is gone: a process killed
+        mid-analysis (its resource tracker unlinks the object, Triton keeps the
+        mapping). A live region always has its object: it is unlinked only after it
+        was unregistered."""
+        client = self._get_client()
+        timeout = self._options.metadata_timeout_seconds
+        status: dict[str, Any] = await self._retry(
+            "shared-memory status",
+            lambda: client.get_system_shared_memory_status(as_json=True, client_timeout=timeout),
+        )
+        for region in status.get("regions", {}).values():
+            name = str(region.get("name", ""))
+            if name.startswith(shm.PREFIX) and not shm.exists(name):
+                log.warning("unregistering orphaned frame region %s", name)
+                await _unregister(client, name, timeout)
 
     def contract(self, model: str) -> ModelContract:
         try:
@@ -134,16 +170,102 @@ class TritonDetector:
         except (Unavailable, Internal):
             return False
 
+    @property
+    def shared_memory(self) -> bool:
+        """Whether frames should go through shared memory (config, and not refused)."""
+        return self._shared_memory
+
+    @contextlib.asynccontextmanager
+    async def frame_region(self, byte_size: int) -> AsyncIterator[shm.FrameRegion | None]:
+        """A shared-memory region registered with Triton for one analysis, removed
+        (unregistered, unlinked) however the block ends. None, and the caller sends
+        the frames in the request, when /dev/shm has no room (this analysis only) or
+        when Triton cannot map the region in ``auto`` mode (another host after all:
+        shared memory is then off for this process)."""
+        try:
+            region, handle = shm.create(byte_size)
+        except (SharedMemoryException, OSError) as exc:
+            log.warning("no frame region (%s); sending frames inline", exc)
+            region, handle = None, None
+        if region is None:
+            yield None
+            return
+        try:
+            if not await self._register(region):
+                yield None
+                return
+            try:
+                yield region
+            finally:
+                await _unregister(
+                    self._get_client(), region.name, self._options.metadata_timeout_seconds
+                )
+        finally:
+            shm.destroy(handle)
+
+    async def _register(self, region: shm.FrameRegion) -> bool:
+        client = self._get_client()
+        timeout = self._options.metadata_timeout_seconds
+        try:
+            await self._retry(
+                "registering a frame region",
+                lambda: client.register_system_shared_memory(
+                    region.name, region.key, region.byte_size, client_timeout=timeout
+                ),
+            )
+        except Internal as exc:
+            if self._options.shared_memory != "auto":
+                raise
+            log.warning("Triton cannot map shared memory; sending frames inline: %s", exc)
+            self._shared_memory = False
+            return False
+        return True
+
+    async def infer_region(
+        self, model: str, region: shm.FrameRegion, *, frames: int
+    ) -> list[float]:
+        """Like ``infer`` for ``frames`` frames the media worker wrote into ``region``."""
+        contract = self.contract(model)
+        if frames * contract.frame_bytes > region.byte_size:
+            raise Internal(Reason.DETECTOR_ERROR, f"{frames} frames do not fit the frame region")
+
+        def tensor(start: int, stop: int) -> Any:
+            item = triton.InferInput(
+                contract.input_name, [stop - start, *contract.shape], contract.datatype
+            )
+            item.set_shared_memory(
+                region.name,
+                (stop - start) * contract.frame_bytes,
+                offset=start * contract.frame_bytes,
+            )
+            return item
+
+        return await self._infer(model, contract, frames, tensor)
+
     async def infer(self, model: str, frames: np.ndarray) -> list[float]:
         """Per-frame fake probabilities. Frames go in as few requests as the model's
         max batch size allows (all of them in one when they fit)."""
         contract = self.contract(model)
+
+        def tensor(start: int, stop: int) -> Any:
+            batch = np.ascontiguousarray(frames[start:stop])
+            item = triton.InferInput(contract.input_name, list(batch.shape), contract.datatype)
+            item.set_data_from_numpy(batch)
+            return item
+
+        return await self._infer(model, contract, len(frames), tensor)
+
+    async def _infer(
+        self,
+        model: str,
+        contract: ModelContract,
+        count: int,
+        make_input: Callable[[int, int], Any],
+    ) -> list[float]:
         client = self._get_client()
         scores: list[float] = []
-        for start in range(0, len(frames), contract.max_batch_size):
-            batch = np.ascontiguousarray(frames[start : start + contract.max_batch_size])
-            tensor = triton.InferInput(contract.input_name, list(batch.shape), "FP32")
-            tensor.set_data_from_numpy(batch)
+        for start in range(0, count, contract.max_batch_size):
+            tensor = make_input(start, min(count, start + contract.max_batch_size))
             output = triton.InferRequestedOutput(contract.output_name)
 
             async def call(t: Any = tensor, o: Any = output) -> Any:
@@ -162,3 +284,20 @@ class TritonDetector:
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+async def _unregister(client: Any, name: str, wait_seconds: float) -> None:
+    """Triton forgets the region; shielded so that a cancelled analysis still does
+    it. A failure is logged: Triton then maps an unlinked object until it restarts."""
+    call = asyncio.ensure_future(
+        client.unregister_system_shared_memory(name, client_timeout=wait_seconds)
+    )
+    try:
+        with map_triton_errors("unregistering a frame region"):
+            await asyncio.shield(call)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(call, wait_seconds)
+        raise
+    except (Unavailable, Internal) as exc:
+        log.warning("frame region %s not unregistered: %s", name, exc.message)

@@ -1,21 +1,26 @@
-"""Runs the media worker in a child process with a wall-clock limit.
+"""Runs media jobs in the warm worker pool with a wall-clock limit per job.
 
-A child that crashes (signal), hangs (killed at the deadline) or answers a refusal
-becomes an ``InvalidUpload`` for that one upload; a worker that cannot run at all
-becomes ``Internal``. The server process itself never touches the media.
+A worker that crashes (signal), hangs (killed at the limit) or answers a refusal
+becomes an ``InvalidUpload`` for that one upload; a worker that fails on its own
+becomes ``Internal``; no free worker within the caller's deadline becomes
+``Unavailable(MEDIA_WORKERS_BUSY)``. The server process itself never touches the
+media. This is the one place that maps worker outcomes to errors.
+
+``deadline`` (keyword, every operation) is the ``time.monotonic()`` instant by
+which the caller needs an answer (an RPC's deadline); a job waits for a worker
+until shortly before it (``REPLY_MARGIN_SECONDS``), and never longer than
+``queue_wait_seconds``, which is also the wait of callers without a deadline (the
+background analyzer).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
-import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from server.errors import Internal, InvalidUpload, Reason
+from server.errors import Internal, InvalidUpload, Reason, reason_from_name
 from server.media.messages import (
     RESULTS,
     HeaderInfo,
@@ -32,10 +37,17 @@ from server.media.messages import (
     decode_answer,
     encode_request,
 )
+from server.media.pool import Answered, Crashed, MediaPool, PoolOptions, TimedOut
 
 T = TypeVar("T")
 
-_REASONS = {r.value: r for r in Reason}
+# A job stops waiting for a worker this long (at most half the time left) before its
+# caller's deadline, so that the caller hears UNAVAILABLE with RetryInfo rather than
+# its own DEADLINE_EXCEEDED: the upload still has to be suspended (its tail saved to
+# the object store, its progress to the session store) before the answer goes out.
+REPLY_MARGIN_SECONDS = 1.0
+# CPU a pool worker may spend starting (interpreter + PyAV import), on top of its jobs.
+WORKER_START_CPU_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -46,72 +58,91 @@ class MediaWorkerConfig:
     max_seconds: float
     max_fps: float
     fault_injection: str = ""
+    workers: int = 1
+    recycle_jobs: int = 100
+    queue_wait_seconds: float = 30.0
+
+    @property
+    def cpu_seconds(self) -> int:
+        """RLIMIT_CPU of one job: its wall-clock limit, rounded up, plus one."""
+        return int(self.timeout_seconds) + 1
+
+    def pool_options(self) -> PoolOptions:
+        """A worker's lifetime CPU limit: start-up plus ``recycle_jobs`` jobs at their
+        own limit, so recycling and the per-job limits bound it together."""
+        return PoolOptions(
+            workers=self.workers,
+            recycle_jobs=self.recycle_jobs,
+            memory_bytes=self.memory_limit_bytes,
+            cpu_budget_seconds=WORKER_START_CPU_SECONDS + self.recycle_jobs * self.cpu_seconds,
+        )
 
 
 class MediaInspector:
-    def __init__(self, *, config: MediaWorkerConfig) -> None:
+    def __init__(self, *, config: MediaWorkerConfig, pool: MediaPool) -> None:
         self._config = config
+        self._pool = pool
 
-    async def probe_header(self, path: Path) -> HeaderInfo:
-        return await self._run(ProbeRequest(path=str(path)), HeaderInfo)
+    @property
+    def pool(self) -> MediaPool:
+        return self._pool
 
-    async def validate(self, path: Path) -> VideoInfo:
+    async def probe_header(self, path: Path, *, deadline: float | None = None) -> HeaderInfo:
+        return await self._run(ProbeRequest(path=str(path)), HeaderInfo, deadline)
+
+    async def validate(self, path: Path, *, deadline: float | None = None) -> VideoInfo:
         limits = MediaLimits(
             max_pixels=self._config.max_pixels,
             max_seconds=self._config.max_seconds,
             max_fps=self._config.max_fps,
         )
-        return await self._run(ValidateRequest(path=str(path), limits=limits), VideoInfo)
+        request = ValidateRequest(path=str(path), limits=limits)
+        return await self._run(request, VideoInfo, deadline)
 
-    async def sample_frames(self, request: SampleRequest) -> SampledFrames:
-        return await self._run(request, SampledFrames)
+    async def sample_frames(
+        self, request: SampleRequest, *, deadline: float | None = None
+    ) -> SampledFrames:
+        return await self._run(request, SampledFrames, deadline)
 
-    async def _run(self, request: Request, result: type[T]) -> T:
+    def _wait_seconds(self, deadline: float | None) -> float:
+        wait = self._config.queue_wait_seconds
+        if deadline is None:
+            return wait
+        left = deadline - time.monotonic()
+        return min(wait, left - min(REPLY_MARGIN_SECONDS, left / 2))
+
+    async def _run(self, request: Request, result: type[T], deadline: float | None) -> T:
         assert RESULTS[type(request)] is result, "each operation answers its own type"
         cfg = self._config
         sandbox = Sandbox(
             memory_bytes=cfg.memory_limit_bytes,
-            cpu_seconds=int(cfg.timeout_seconds) + 1,
+            cpu_seconds=cfg.cpu_seconds,
             fault=cfg.fault_injection,
         )
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "server.media.worker",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        outcome = await self._pool.run(
+            encode_request(request, sandbox),
+            timeout_seconds=cfg.timeout_seconds,
+            wait_seconds=self._wait_seconds(deadline),
         )
-        try:
-            stdout, stderr = await asyncio.wait_for(
-                process.communicate(encode_request(request, sandbox)), cfg.timeout_seconds
-            )
-        except TimeoutError:
+        if isinstance(outcome, TimedOut):
             raise InvalidUpload(
                 Reason.VIDEO_UNDECODABLE,
                 f"inspecting the video took longer than {cfg.timeout_seconds:g} s",
-            ) from None
-        finally:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-        code = process.returncode
-        if code is not None and code < 0:
-            name = signal.Signals(-code).name
-            raise InvalidUpload(
-                Reason.VIDEO_UNDECODABLE, f"the media decoder crashed ({name}) on this file"
             )
-        if code != 0:
-            detail = stderr.decode(errors="replace").strip()[-300:]
-            raise Internal(Reason.MEDIA_WORKER_FAILED, f"media worker failed: {detail}")
+        if isinstance(outcome, Crashed):
+            raise InvalidUpload(
+                Reason.VIDEO_UNDECODABLE,
+                f"the media decoder crashed ({outcome.signal_name}) on this file",
+            )
+        if not isinstance(outcome, Answered):
+            raise Internal(Reason.MEDIA_WORKER_FAILED, f"media worker failed: {outcome.detail}")
         try:
-            answer = decode_answer(stdout, result)
+            answer = decode_answer(outcome.line, result)
         except (MessageError, ValueError) as exc:
             raise Internal(
                 Reason.MEDIA_WORKER_FAILED, f"media worker answered badly: {exc}"
             ) from exc
         if isinstance(answer, Refusal):
-            reason = _REASONS.get(answer.reason, Reason.VIDEO_UNDECODABLE)
+            reason = reason_from_name(answer.reason, Reason.VIDEO_UNDECODABLE)
             raise InvalidUpload(reason, answer.message)
         return answer

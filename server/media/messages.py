@@ -60,9 +60,14 @@ class SampleRequest:
     size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    layout: str
-    out: str  # where the worker writes the frame tensor (.npy)
+    layout: str  # NHWC or NCHW, as the model's contract says
+    datatype: str  # UINT8 (pixels as decoded) or FP32 (normalised by the worker)
+    policy: str  # VIDSCAN_FRAME_POLICY: cheapest or exact (server/media/frame_plan.py)
+    max_packets: int  # bound on the packet index read before planning
     min_frames: int
+    out: str  # where the worker writes the frame tensor (.npy) when shm_key is empty
+    shm_key: str = ""  # a POSIX shared-memory object the server created for the tensor
+    shm_bytes: int = 0  # its size
 
 
 @dataclass(frozen=True)
@@ -83,8 +88,11 @@ class VideoInfo:
 @dataclass(frozen=True)
 class SampledFrames:
     frames: int
-    times: tuple[float, ...]
+    times: tuple[float, ...]  # seconds, of the frames actually decoded, ascending
     decode_ms: float
+    plan: str  # the plan taken: keyframes, after_keyframes, exact, all, or seek (fallback)
+    decoded: int  # packets fed to the decoder
+    nbytes: int  # size of the tensor written
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,9 @@ class FilesystemObjectStore:
         return self._bucket
 
     def object_uri(self, key: str) -> str:
-        return self._path(key).as_uri()
+        """``local://<bucket>/<key>``: names the object without telling clients where
+        the server keeps its files."""
+        return f"local://{self._bucket}/{key}"
 
     def _path(self, key: str) -> Path:
         path = (self._objects / key).resolve()
@@ -199,6 +201,13 @@ class FilesystemObjectStore:
             return found
 
         return await _io("list objects", scan)
+
+    async def ping(self) -> None:
+        def writable() -> None:
+            if not os.access(self._objects, os.W_OK | os.X_OK):
+                raise PermissionError(13, "the object directory is not writable", self._objects)
+
+        await _io("check the store's directory", writable)
 
     async def close(self) -> None:
         return None

@@ -86,6 +86,10 @@ class ObjectStore(Protocol):
 
     async def read_range(self, key: str, *, start: int, length: int) -> bytes: ...
 
+    async def ping(self) -> None:
+        """Raises (STORAGE_UNAVAILABLE, ...) unless the store answers: for health."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -254,5 +254,9 @@ class S3ObjectStore:
                 )
         return found
 
+    async def ping(self) -> None:
+        with map_botocore_errors("head_bucket"):
+            await self._client.head_bucket(Bucket=self._bucket)
+
     async def close(self) -> None:
         await self._stack.aclose()

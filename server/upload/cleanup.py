@@ -19,9 +19,9 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from server.db.repository import Repository
 from server.errors import Cleanup, InvalidUpload, StorageFull, VidscanError
 from server.media.messages import HeaderInfo
+from server.records.port import UploadRecords
 from server.sessions.port import SessionRecord, SessionState, SessionStore
 from server.storage.port import ObjectStore
 from server.upload.progress import UploadProgress, tail_key
@@ -60,7 +60,7 @@ async def finish_even_if_cancelled(work: Coroutine[Any, Any, Cleanup]) -> Cleanu
 
 class UploadCleaner:
     def __init__(
-        self, *, sessions: SessionStore, store: ObjectStore, repository: Repository
+        self, *, sessions: SessionStore, store: ObjectStore, repository: UploadRecords
     ) -> None:
         self._sessions = sessions
         self._store = store

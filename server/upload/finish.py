@@ -30,17 +30,17 @@ from datetime import datetime
 from typing import Any
 
 from server.clock import Clock
-from server.db.models import AnalysisRow, VideoRow
-from server.db.repository import Repository
 from server.errors import Internal, Reason, Unavailable
 from server.faults import FaultPoints, FinishStep
 from server.media.isolation import MediaInspector
 from server.media.sniff import Container
+from server.records.model import AnalysisRecord, VideoRecord
+from server.records.port import VideoRepository
 from server.sessions.port import SessionRecord, SessionStore
 from server.storage.port import ObjectStore
 from server.upload.cleanup import ActiveStream
+from server.upload.new_records import new_video, pending_analysis
 from server.upload.progress import UploadProgress
-from server.upload.rows import pending_analysis, video_row
 from server.upload.spool import SpoolFile
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class UploadFinisher:
         *,
         sessions: SessionStore,
         store: ObjectStore,
-        repository: Repository,
+        repository: VideoRepository,
         media: MediaInspector,
         faults: FaultPoints,
         clock: Clock,
@@ -78,10 +78,12 @@ class UploadFinisher:
         content_type: str,
         metadata: dict[str, Any],
         model: str,
-    ) -> tuple[VideoRow, AnalysisRow]:
+        deadline: float | None = None,
+    ) -> tuple[VideoRecord, AnalysisRecord]:
         """Takes a sealed upload to a recorded video and a completed session.
         ``resumed``: the session was sealed by an earlier stream, which may have got
-        as far as recording its video (a stream that sealed it just now cannot have)."""
+        as far as recording its video (a stream that sealed it just now cannot have).
+        ``deadline``: the caller's (``UploadInput.deadline``), for the media pool."""
         sealed = stream.sealed
         assert sealed is not None, "only a sealed upload can be finished"
         recorded = (
@@ -97,14 +99,16 @@ class UploadFinisher:
                 await self._faults.reached(FinishStep.BEFORE_DOWNLOAD)
                 await self._download(sealed, stream.spool)
                 stream.spool_complete = True
-                sealed = sealed.validated(await self._media.validate(stream.spool.path))
+                sealed = sealed.validated(
+                    await self._media.validate(stream.spool.path, deadline=deadline)
+                )
                 await self._sessions.save_progress(
                     session.session_id, committed_bytes=sealed.committed, progress=sealed.to_json()
                 )
                 stream.sealed = sealed
             assert sealed.info is not None
             now = self._clock()
-            video = video_row(
+            video = new_video(
                 video_id=sealed.video_id,
                 user_id=session.user_id,
                 session_id=session.session_id,
@@ -137,8 +141,8 @@ class UploadFinisher:
         return video, analysis
 
     async def _record(
-        self, video: VideoRow, *, model: str, now: datetime
-    ) -> tuple[VideoRow, AnalysisRow]:
+        self, video: VideoRecord, *, model: str, now: datetime
+    ) -> tuple[VideoRecord, AnalysisRecord]:
         analysis = pending_analysis(
             analysis_id=self._new_id(),
             video_id=video.id,

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from server.clock import Clock
-from server.db.repository import Repository
 from server.errors import InvalidUpload, QuotaExceeded, QuotaViolation, Reason
+from server.records.port import QuotaLedger
 from server.sessions.port import SessionRecord, SessionState, SessionStore
 
 
@@ -22,7 +22,7 @@ class SessionOpener:
         self,
         *,
         sessions: SessionStore,
-        repository: Repository,
+        repository: QuotaLedger,
         clock: Clock,
         ttl: timedelta,
         max_bytes: int,

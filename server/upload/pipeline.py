@@ -32,8 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from server.clock import Clock
-from server.db.models import AnalysisRow, VideoRow
-from server.db.repository import Repository
 from server.errors import (
     Cancelled,
     InvalidUpload,
@@ -45,8 +43,11 @@ from server.errors import (
 from server.faults import FaultPoints, FinishStep, NoFaults
 from server.media.isolation import MediaInspector
 from server.media.sniff import Container
+from server.records.model import AnalysisRecord, VideoRecord
+from server.records.port import UploadRecords
 from server.sessions.port import SessionLocker, SessionRecord, SessionState, SessionStore
 from server.storage.port import ObjectStore
+from server.upload.budget import PartBudget
 from server.upload.cleanup import ActiveStream, UploadCleaner, finish_even_if_cancelled
 from server.upload.finish import UploadFinisher
 from server.upload.naming import object_key
@@ -88,12 +89,15 @@ class UploadInput:
     metadata: dict[str, Any]
     write_offset: int
     model: str
+    # time.monotonic() instant the client stops waiting (its RPC deadline), if any:
+    # media jobs wait for a free worker only until shortly before it.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
 class StoredUpload:
-    video: VideoRow
-    analysis: AnalysisRow
+    video: VideoRecord
+    analysis: AnalysisRecord
     object_uri: str
     spool_path: Path | None
     deduplicated: bool = False
@@ -114,14 +118,18 @@ class UploadPipeline:
         sessions: SessionStore,
         locker: SessionLocker,
         store: ObjectStore,
-        repository: Repository,
+        repository: UploadRecords,
         media: MediaInspector,
         rules: UploadRules,
         clock: Clock,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         faults: FaultPoints | None = None,
+        budget: PartBudget | None = None,
     ) -> None:
+        """``budget``: the process-wide limit on bytes held in parts (None: only
+        each upload's own window bounds it)."""
         self._sessions = sessions
+        self._budget = budget
         self._locker = locker
         self._store = store
         self._repo = repository
@@ -226,6 +234,7 @@ class UploadPipeline:
                 exc.cleanup = cleanup
             raise
         finally:
+            stream.writer.release_reservation()
             if not (stream.recorded and stream.spool_complete):
                 stream.spool.remove()  # else the analysis stage reads it, then removes it
 
@@ -263,6 +272,8 @@ class UploadPipeline:
                 video_id=self._new_id(),
                 start=start,
                 on_progress=save,
+                budget=self._budget,
+                expected_size=request.declared_size,
             )
             spool = SpoolFile(directory=self._rules.spool_dir)
             return ActiveStream(
@@ -297,6 +308,8 @@ class UploadPipeline:
                 on_progress=save,
                 resume=progress,
                 tail=tail,
+                budget=self._budget,
+                expected_size=request.declared_size,
             ),
             spool=spool,
             spool_complete=False,
@@ -330,12 +343,13 @@ class UploadPipeline:
             return await self._finish(request, session, stream, resumed=True)
         async for chunk in chunks:
             validator.feed(chunk)
-            spool.write(chunk)
+            await spool.append(chunk)
             await writer.add(chunk)
             if stream.spool_complete:
-                self._maybe_probe_early(stream)
-        file_hash = writer.digest()
+                await self._maybe_probe_early(stream, deadline=request.deadline)
+        file_hash = await writer.digest()
         validator.finish(file_hash)
+        await spool.drain()
         spool.close()
         if stream.probe is not None:
             await stream.probe
@@ -350,7 +364,11 @@ class UploadPipeline:
             return await self._deduplicated(session, existing)
         # Validated here when this host has every byte; a resumed upload is validated
         # once it is assembled (finish.py), before any row is written.
-        info = await self._media.validate(spool.path) if stream.spool_complete else None
+        info = (
+            await self._media.validate(spool.path, deadline=request.deadline)
+            if stream.spool_complete
+            else None
+        )
         await writer.flush()
         sealed = writer.committed_progress().seal(file_hash=file_hash, info=info)
         await self._save_progress(session, sealed)
@@ -369,6 +387,7 @@ class UploadPipeline:
             content_type=request.content_type,
             metadata=request.metadata,
             model=request.model or self._rules.default_model,
+            deadline=request.deadline,
         )
         with contextlib.suppress(VidscanError):  # a leftover is the janitor's
             await self._store.delete_object(tail_key(video.s3_key))
@@ -379,7 +398,7 @@ class UploadPipeline:
             spool_path=stream.spool.path if stream.spool_complete else None,
         )
 
-    async def _deduplicated(self, session: SessionRecord, existing: VideoRow) -> StoredUpload:
+    async def _deduplicated(self, session: SessionRecord, existing: VideoRecord) -> StoredUpload:
         """Answers with the user's existing copy: nothing stored, no quota spent."""
         analysis = await self._repo.latest_analysis(video_id=existing.id)
         assert analysis is not None, "every video has an analysis"
@@ -396,7 +415,7 @@ class UploadPipeline:
             deduplicated=True,
         )
 
-    def _maybe_probe_early(self, stream: ActiveStream) -> None:
+    async def _maybe_probe_early(self, stream: ActiveStream, *, deadline: float | None) -> None:
         validator = stream.validator
         if stream.probe is None:
             ready = validator.header_complete or (
@@ -404,7 +423,10 @@ class UploadPipeline:
                 and validator.received >= EARLY_PROBE_BYTES
             )
             if ready:
-                stream.probe = asyncio.create_task(self._media.probe_header(stream.spool.path))
+                await stream.spool.drain()  # the worker must see every byte so far
+                stream.probe = asyncio.create_task(
+                    self._media.probe_header(stream.spool.path, deadline=deadline)
+                )
         elif stream.probe.done() and stream.probe.exception() is not None:
             stream.probe.result()  # raises the refusal now, mid-stream
 

@@ -1,12 +1,16 @@
 """Cuts the byte stream into S3 parts, hashes it, and records durable progress.
 
 The data this writer holds per upload is bounded by ``part_size * (window + 1)``
-whatever the file size: one part filling, at most ``window`` parts being sent. (The
-process also holds gRPC's receive buffers and the HTTP client's; measured, a 1 GiB
-upload grows the server by ~45 MiB and each concurrent upload costs ~15 MiB.)
-Bytes are hashed when they are cut into a part, so the SHA-256 state at every part
-boundary is known and is saved with the part once S3 has it: any replica can
-continue the upload from there.
+whatever the file size: one part filling, at most ``window`` parts being sent; and
+the process-wide ``PartBudget`` bounds the sum over all uploads. Bytes are hashed
+when they are cut into a part, so the SHA-256 state at every part boundary is known
+and is saved with the part once S3 has it: any replica can continue the upload from
+there.
+
+Off the event loop: hashing runs on a thread (libcrypto releases the GIL), one part
+at a time per upload so the hash sees the bytes in order, while the loop goes on
+receiving. Each part is copied once, when its chunks are joined (the chunks are
+kept as received, the split chunk as a memoryview).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from server.storage.port import ObjectStore, UploadedPart
+from server.upload.budget import PartBudget
 from server.upload.progress import UploadProgress, tail_key
 from server.upload.resumable_hash import ResumableSha256
 
@@ -24,7 +29,12 @@ from server.upload.resumable_hash import ResumableSha256
 @dataclass(frozen=True)
 class _Sending:
     task: asyncio.Task[UploadedPart]
-    hash_state: bytes  # SHA-256 state after this part's bytes
+    hashed: asyncio.Future[bytes]  # SHA-256 state after this part's bytes
+
+
+def _hash_part(hasher: ResumableSha256, data: bytes) -> bytes:
+    hasher.update(data)
+    return hasher.state()
 
 
 class PartWriter:
@@ -39,10 +49,14 @@ class PartWriter:
         on_progress: Callable[[UploadProgress], Awaitable[None]],
         resume: UploadProgress | None = None,
         tail: bytes = b"",
+        budget: PartBudget | None = None,
+        expected_size: int | None = None,
     ) -> None:
         """``start`` creates the multipart upload when the first part is ready and
         returns ``(key, upload_id, container)``: the key needs the sniffed container
-        (it raises LookupError while the container is unknown)."""
+        (it raises LookupError while the container is unknown). ``expected_size``
+        (the declared file size, if any) keeps the budget reservation of a small
+        upload's only part to its size."""
         self._store = store
         self._part_size = part_size
         self._window = window
@@ -51,7 +65,13 @@ class PartWriter:
         self.video_id = video_id
         self._sending: list[_Sending] = []
         self._starting: asyncio.Future[tuple[str, str, str]] | None = None
-        self._buffer = bytearray(tail)
+        self._budget = budget
+        self._expected = expected_size
+        self._chunks: list[bytes | memoryview] = []
+        self._buffered = 0
+        self._reserved = 0  # budget held for the part being filled
+        self._cut = 0  # bytes already cut into parts by this writer
+        self._hashing: asyncio.Future[bytes] | None = None
         if resume is None:
             self._hasher = ResumableSha256()
             self._parts: list[UploadedPart] = []
@@ -65,6 +85,10 @@ class PartWriter:
                 resume.container,
             )
         self._next_number = len(self._parts) + 1
+        self._cut = sum(part.size for part in self._parts)
+        if tail:
+            self._chunks.append(tail)
+            self._buffered = len(tail)
 
     @property
     def started(self) -> bool:
@@ -81,9 +105,51 @@ class PartWriter:
     async def add(self, data: bytes) -> None:
         while self._sending and self._sending[0].task.done():
             await self._settle_oldest()  # record progress as soon as S3 has a part
-        self._buffer += data
-        while len(self._buffer) >= self._part_size:
+        if not data:
+            return
+        if self._budget is not None and not self._reserved:
+            await self._reserve()
+        self._chunks.append(data)
+        self._buffered += len(data)
+        while self._buffered >= self._part_size:
             await self._send_part(self._part_size)
+        if self._budget is not None and self._buffered and not self._reserved:
+            await self._reserve()  # the bytes left over start the next part
+
+    async def _reserve(self) -> None:
+        """Budget for the part about to be filled (before its first byte is kept)."""
+        assert self._budget is not None
+        size = self._part_size
+        if self._expected is not None:
+            size = max(1, min(size, self._expected - self._cut))
+        self._reserved = await self._budget.acquire(size)
+
+    def release_reservation(self) -> None:
+        """Returns the budget held for the part being filled (idempotent). Parts in
+        flight return theirs when their upload ends."""
+        if self._budget is not None and self._reserved:
+            self._budget.release(self._reserved)
+        self._reserved = 0
+
+    def _take(self, size: int) -> bytes:
+        """The first ``size`` buffered bytes, joined: the one copy of a part."""
+        taken: list[bytes | memoryview] = []
+        need = size
+        while need:
+            chunk = self._chunks[0]
+            if len(chunk) <= need:
+                taken.append(self._chunks.pop(0))
+                need -= len(chunk)
+            else:
+                view = memoryview(chunk)
+                taken.append(view[:need])
+                self._chunks[0] = view[need:]
+                need = 0
+        self._buffered -= size
+        return b"".join(taken)
+
+    def _remainder(self) -> bytes:
+        return b"".join(self._chunks)
 
     async def _ensure_started(self) -> None:
         if self._starting is None:
@@ -95,24 +161,33 @@ class PartWriter:
             await self._ensure_started()
         while len(self._sending) >= self._window:
             await self._settle_oldest()
-        data = bytes(memoryview(self._buffer)[:size])  # one copy, not two
-        del self._buffer[:size]
-        self._hasher.update(data)
+        if self._hashing is not None:
+            await asyncio.shield(self._hashing)  # the hash takes the parts in order
+        # From here to the append nothing awaits: the part leaves the buffer in the
+        # same step that starts its hash and its upload.
+        data = self._take(size)
+        self._cut += size
+        self._hashing = asyncio.ensure_future(asyncio.to_thread(_hash_part, self._hasher, data))
         number = self._next_number
         self._next_number += 1
         task = asyncio.create_task(
             self._store.upload_part(self.key, upload_id=self.upload_id, number=number, data=data)
         )
-        self._sending.append(_Sending(task=task, hash_state=self._hasher.state()))
+        reserved, self._reserved = self._reserved, 0
+        if self._budget is not None and reserved:
+            budget = self._budget
+            task.add_done_callback(lambda _: budget.release(reserved))
+        self._sending.append(_Sending(task=task, hashed=self._hashing))
 
     async def _settle_oldest(self) -> None:
         sending = self._sending[0]
         part = await asyncio.shield(sending.task)
+        hash_state = await asyncio.shield(sending.hashed)
         if not self._sending or self._sending[0] is not sending:
             return  # settled meanwhile by the cleanup that interrupted us
         self._sending.pop(0)
         self._parts.append(part)
-        await self._on_progress(self._progress(sending.hash_state))
+        await self._on_progress(self._progress(hash_state))
 
     def _progress(self, hash_state: bytes, *, tail_size: int = 0) -> UploadProgress:
         return UploadProgress(
@@ -126,23 +201,32 @@ class PartWriter:
             tail_size=tail_size,
         )
 
-    def digest(self) -> str:
+    async def _hashed(self) -> None:
+        """Waits until every part cut so far is in the hash."""
+        if self._hashing is not None:
+            await asyncio.shield(self._hashing)
+
+    async def digest(self) -> str:
         """SHA-256 of every byte added so far (the remainder not yet cut included)."""
+        await self._hashed()
         final = self._hasher.copy()
-        final.update(bytes(self._buffer))
+        remainder = self._remainder()
+        await asyncio.to_thread(final.update, remainder)
         return final.hexdigest()
 
     async def flush(self) -> list[UploadedPart]:
         """Sends the remainder as the last part and waits for every part."""
-        if self._buffer or (not self._parts and not self._sending):
-            await self._send_part(len(self._buffer))
+        if self._buffered or (not self._parts and not self._sending):
+            await self._send_part(self._buffered)
         while self._sending:
             await self._settle_oldest()
+        await self._hashed()
+        self.release_reservation()
         return list(self._parts)
 
     def committed_progress(self) -> UploadProgress:
         """What is stored after ``flush()``: every part, no tail."""
-        if self._buffer or self._sending:
+        if self._buffered or self._sending:
             raise RuntimeError("flush() first: bytes are still buffered or in flight")
         return self._progress(self._hasher.state())
 
@@ -151,18 +235,20 @@ class PartWriter:
         temporary object, so the next stream resumes after the last byte received."""
         while self._sending:
             await self._settle_oldest()
+        await self._hashed()
+        self.release_reservation()
         if not self.started:
-            if not self._buffer and self._starting is None:
+            if not self._buffered and self._starting is None:
                 return None
             try:  # less than a part so far: start the upload just to keep the tail
                 await self._ensure_started()
             except LookupError:
                 return None  # the container is not known yet: nothing worth keeping
         state = self._hasher.state()
-        if not self._buffer:
+        if not self._buffered:
             return self._progress(state)
-        await self._store.put_object(tail_key(self.key), bytes(self._buffer))
-        progress = self._progress(state, tail_size=len(self._buffer))
+        await self._store.put_object(tail_key(self.key), self._remainder())
+        progress = self._progress(state, tail_size=self._buffered)
         await self._on_progress(progress)
         return progress
 
@@ -176,5 +262,9 @@ class PartWriter:
         for sending in self._sending:
             with contextlib.suppress(BaseException):
                 await sending.task
+        with contextlib.suppress(BaseException):
+            await self._hashed()
         self._sending.clear()
-        self._buffer.clear()
+        self._chunks.clear()
+        self._buffered = 0
+        self.release_reservation()

@@ -14,6 +14,7 @@ from pathlib import Path
 from server.config import Settings
 
 _LISTENING = re.compile(r"vidscan listening on [\d.]+:(\d+)")
+_METRICS = re.compile(r"vidscan metrics on http://[\d.]+:(\d+)/metrics")
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -21,6 +22,8 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIDSCAN_")}
     for name, field in Settings.model_fields.items():
         value = getattr(settings, name)
+        if value is None:
+            continue
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
         alias = field.validation_alias
@@ -38,6 +41,7 @@ class ServerProcess:
     def __init__(self, settings: Settings, *, log_path: Path) -> None:
         self.log_path = log_path
         self._log = log_path.open("w")
+        self.metrics_port: int | None = None  # when VIDSCAN_METRICS_LISTEN is set
         self.process = subprocess.Popen(
             [sys.executable, "-m", "server.cli", "serve"],
             env=settings_env(settings, VIDSCAN_GRPC_LISTEN="127.0.0.1:0"),
@@ -56,6 +60,9 @@ class ServerProcess:
             line = self.process.stdout.readline()
             if not line and self.process.poll() is not None:
                 break
+            metrics = _METRICS.search(line)
+            if metrics:
+                self.metrics_port = int(metrics.group(1))
             match = _LISTENING.search(line)
             if match:
                 return int(match.group(1))

@@ -56,6 +56,7 @@ async def send_upload(
     first: upload_pb2.UploadVideoRequest,
     data: bytes | Iterable[bytes],
     chunk: int = CHUNK,
+    deadline_seconds: float | None = None,
 ) -> upload_pb2.UploadResult:
     """Streams an upload with the synchronous gRPC API in a thread.
 
@@ -67,7 +68,9 @@ async def send_upload(
     def call() -> upload_pb2.UploadResult:
         with grpc.insecure_channel(target) as channel:
             stub = upload_pb2_grpc.UploadServiceStub(channel)  # type: ignore[no-untyped-call]
-            response = stub.UploadVideo(_messages(first, data, chunk), metadata=metadata)
+            response = stub.UploadVideo(
+                _messages(first, data, chunk), metadata=metadata, timeout=deadline_seconds
+            )
             return response.result  # type: ignore[no-any-return]
 
     return await asyncio.to_thread(call)
@@ -82,6 +85,7 @@ class ErrorDetails:
     cleanup: errors_pb2.CleanupReport | None
     field_violations: list[str]
     quota_subjects: list[str]
+    retry_after_seconds: float | None = None  # google.rpc.RetryInfo
 
 
 def details(error: grpc.RpcError) -> ErrorDetails:
@@ -91,6 +95,7 @@ def details(error: grpc.RpcError) -> ErrorDetails:
     reason, metadata, cleanup = "", {}, None
     violations: list[str] = []
     subjects: list[str] = []
+    retry_after: float | None = None
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
@@ -107,8 +112,12 @@ def details(error: grpc.RpcError) -> ErrorDetails:
             quota = error_details_pb2.QuotaFailure()
             detail.Unpack(quota)
             subjects = [v.subject for v in quota.violations]
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_after = retry.retry_delay.ToNanoseconds() / 1e9
     return ErrorDetails(
-        error.code(), status.message, reason, metadata, cleanup, violations, subjects
+        error.code(), status.message, reason, metadata, cleanup, violations, subjects, retry_after
     )
 
 
@@ -139,13 +148,19 @@ class Client:
         *,
         session_id: str | None = None,
         chunk: int = CHUNK,
+        deadline_seconds: float | None = None,
         **header_fields: Any,
     ) -> upload_pb2.UploadResult:
         if session_id is None:
             session_id = (await self.new_session()).session_id
         header_fields.setdefault("filename", "clip.mp4")
         return await send_upload(
-            self.target, self.metadata, header(session_id, **header_fields), data, chunk
+            self.target,
+            self.metadata,
+            header(session_id, **header_fields),
+            data,
+            chunk,
+            deadline_seconds,
         )
 
     async def video(self, video_id: str) -> analysis_pb2.Video:

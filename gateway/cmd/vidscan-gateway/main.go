@@ -25,10 +25,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/vidscan/vidscan/gateway/internal/app"
 	"github.com/vidscan/vidscan/gateway/internal/config"
+	"github.com/vidscan/vidscan/gateway/internal/httpmw"
 	"github.com/vidscan/vidscan/gateway/internal/upload"
 )
 
@@ -58,14 +58,33 @@ func run() error {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 
+	creds, err := cfg.UpstreamCredentials()
+	if err != nil {
+		return err
+	}
 	conn, err := grpc.NewClient(cfg.Upstream,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithUserAgent("vidscan-gateway"),
 	)
 	if err != nil {
 		return fmt.Errorf("upstream %q: %w", cfg.Upstream, err)
 	}
 	defer conn.Close()
+
+	var httpMetrics *httpmw.Metrics
+	if cfg.MetricsListen != "" {
+		httpMetrics = httpmw.NewMetrics()
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics-listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", httpMetrics.Handler())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = msrv.Serve(mln) }()
+		defer msrv.Close()
+		log.Info("metrics on http://"+mln.Addr().String()+"/metrics", "addr", mln.Addr().String())
+	}
 
 	handler, err := app.New(app.Config{
 		Upload: upload.Config{
@@ -78,6 +97,7 @@ func run() error {
 		},
 		CORSOrigins: cfg.CORSOrigins,
 		AccessLog:   cfg.AccessLog,
+		Metrics:     httpMetrics,
 	}, conn, log)
 	if err != nil {
 		return err

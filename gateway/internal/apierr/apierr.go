@@ -65,17 +65,68 @@ type QuotaViolation struct {
 	Description string `json:"description"`
 }
 
-// Reasons whose HTTP status differs from grpc-gateway's standard code mapping.
+// reasonHTTPStatus is the HTTP status of every vidscan.v1.ErrorReason, keyed by the
+// generated enum (TestEveryReasonHasAnHTTPStatus fails when a value is missing).
+// Most are grpc-gateway's standard mapping of the gRPC code the server sends with
+// that reason (runtime.HTTPStatusFromCode); the exceptions are deliberate:
 // FILE_TOO_LARGE is INVALID_ARGUMENT on the gRPC side (400) but 413 over HTTP, the
 // same status the gateway answers when it stops an oversized body itself.
 // STORAGE_FULL is RESOURCE_EXHAUSTED like a user's quota, but it is the server's
 // disk that is full, not the client's fault: 507, not 429.
-var reasonHTTPStatus = map[string]int{
-	"FILE_TOO_LARGE": http.StatusRequestEntityTooLarge,
-	"STORAGE_FULL":   http.StatusInsufficientStorage,
+// MEDIA_WORKERS_BUSY and the other UNAVAILABLE reasons are 503 (with Retry-After).
+// The gateway's own reasons (UNSUPPORTED_MEDIA_TYPE and after) are the statuses it
+// answers them with.
+var reasonHTTPStatus = map[vidscanv1.ErrorReason]int{
+	vidscanv1.ErrorReason_UNAUTHENTICATED:               http.StatusUnauthorized,
+	vidscanv1.ErrorReason_SESSION_NOT_FOUND:             http.StatusNotFound,
+	vidscanv1.ErrorReason_VIDEO_NOT_FOUND:               http.StatusNotFound,
+	vidscanv1.ErrorReason_ANALYSIS_NOT_FOUND:            http.StatusNotFound,
+	vidscanv1.ErrorReason_MISSING_HEADER:                http.StatusBadRequest,
+	vidscanv1.ErrorReason_INVALID_FIELD:                 http.StatusBadRequest,
+	vidscanv1.ErrorReason_METADATA_TOO_LARGE:            http.StatusBadRequest,
+	vidscanv1.ErrorReason_EMPTY_UPLOAD:                  http.StatusBadRequest,
+	vidscanv1.ErrorReason_FILE_TOO_LARGE:                http.StatusRequestEntityTooLarge,
+	vidscanv1.ErrorReason_UNSUPPORTED_FORMAT:            http.StatusBadRequest,
+	vidscanv1.ErrorReason_CORRUPT_CONTAINER:             http.StatusBadRequest,
+	vidscanv1.ErrorReason_NO_VIDEO_STREAM:               http.StatusBadRequest,
+	vidscanv1.ErrorReason_VIDEO_UNDECODABLE:             http.StatusBadRequest,
+	vidscanv1.ErrorReason_VIDEO_LIMITS_EXCEEDED:         http.StatusBadRequest,
+	vidscanv1.ErrorReason_SIZE_MISMATCH:                 http.StatusBadRequest,
+	vidscanv1.ErrorReason_HASH_MISMATCH:                 http.StatusBadRequest,
+	vidscanv1.ErrorReason_MODEL_NOT_ALLOWED:             http.StatusBadRequest,
+	vidscanv1.ErrorReason_UPLOAD_INCOMPLETE:             http.StatusBadRequest,
+	vidscanv1.ErrorReason_INVALID_OFFSET:                http.StatusBadRequest, // OUT_OF_RANGE
+	vidscanv1.ErrorReason_SESSION_BUSY:                  http.StatusConflict,   // ABORTED
+	vidscanv1.ErrorReason_SESSION_LOCK_LOST:             http.StatusConflict,
+	vidscanv1.ErrorReason_QUOTA_EXCEEDED:                http.StatusTooManyRequests,
+	vidscanv1.ErrorReason_UPLOAD_CANCELLED:              499, // CANCELLED, as grpc-gateway answers it
+	vidscanv1.ErrorReason_STORAGE_UNAVAILABLE:           http.StatusServiceUnavailable,
+	vidscanv1.ErrorReason_DATABASE_UNAVAILABLE:          http.StatusServiceUnavailable,
+	vidscanv1.ErrorReason_SESSION_STORE_UNAVAILABLE:     http.StatusServiceUnavailable,
+	vidscanv1.ErrorReason_QUEUE_UNAVAILABLE:             http.StatusServiceUnavailable,
+	vidscanv1.ErrorReason_DETECTOR_UNAVAILABLE:          http.StatusServiceUnavailable,
+	vidscanv1.ErrorReason_SHUTTING_DOWN:                 http.StatusServiceUnavailable,
+	vidscanv1.ErrorReason_STORAGE_ERROR:                 http.StatusInternalServerError,
+	vidscanv1.ErrorReason_DATABASE_ERROR:                http.StatusInternalServerError,
+	vidscanv1.ErrorReason_SESSION_STORE_ERROR:           http.StatusInternalServerError,
+	vidscanv1.ErrorReason_QUEUE_ERROR:                   http.StatusInternalServerError,
+	vidscanv1.ErrorReason_STORAGE_FULL:                  http.StatusInsufficientStorage,
+	vidscanv1.ErrorReason_MEDIA_WORKER_FAILED:           http.StatusInternalServerError,
+	vidscanv1.ErrorReason_DETECTOR_ERROR:                http.StatusInternalServerError,
+	vidscanv1.ErrorReason_INTERNAL:                      http.StatusInternalServerError,
+	vidscanv1.ErrorReason_MEDIA_WORKERS_BUSY:            http.StatusServiceUnavailable,
+	vidscanv1.ErrorReason_UNSUPPORTED_MEDIA_TYPE:        http.StatusUnsupportedMediaType,
+	vidscanv1.ErrorReason_MALFORMED_MULTIPART:           http.StatusBadRequest,
+	vidscanv1.ErrorReason_UPLOAD_IDLE_TIMEOUT:           http.StatusRequestTimeout,
+	vidscanv1.ErrorReason_CORS_ORIGIN_NOT_ALLOWED:       http.StatusForbidden,
+	vidscanv1.ErrorReason_NOT_FOUND:                     http.StatusNotFound,
+	vidscanv1.ErrorReason_METHOD_NOT_ALLOWED:            http.StatusMethodNotAllowed,
+	vidscanv1.ErrorReason_BAD_REQUEST:                   http.StatusBadRequest,
+	vidscanv1.ErrorReason_IDENTITY_PROVIDER_UNAVAILABLE: http.StatusServiceUnavailable,
 }
 
-// Reason returns the ErrorInfo reason of st, or "".
+// Reason returns the ErrorInfo reason of st as sent (a newer server may send a
+// name this gateway does not know), or "".
 func Reason(st *status.Status) string {
 	for _, d := range st.Details() {
 		if info, ok := d.(*errdetails.ErrorInfo); ok {
@@ -85,10 +136,17 @@ func Reason(st *status.Status) string {
 	return ""
 }
 
-// HTTPStatus maps st to an HTTP status: grpc-gateway's standard mapping
-// (runtime.HTTPStatusFromCode) except for the reasons in reasonHTTPStatus.
+// ReasonOf parses a wire reason into the generated enum; ERROR_REASON_UNSPECIFIED
+// for "" or a name this gateway does not know.
+func ReasonOf(name string) vidscanv1.ErrorReason {
+	return vidscanv1.ErrorReason(vidscanv1.ErrorReason_value[name])
+}
+
+// HTTPStatus maps st to an HTTP status: its reason's entry in reasonHTTPStatus, or
+// grpc-gateway's standard mapping of its code (runtime.HTTPStatusFromCode) for a
+// status without a reason this gateway knows.
 func HTTPStatus(st *status.Status) int {
-	if s, ok := reasonHTTPStatus[Reason(st)]; ok {
+	if s, ok := reasonHTTPStatus[ReasonOf(Reason(st))]; ok {
 		return s
 	}
 	return runtime.HTTPStatusFromCode(st.Code())
@@ -182,18 +240,18 @@ func Write(w http.ResponseWriter, httpStatus int, st *status.Status) {
 }
 
 // Errorf writes an error the gateway itself detected; see New.
-func Errorf(w http.ResponseWriter, httpStatus int, c codes.Code, reason, field, msg string) {
+func Errorf(w http.ResponseWriter, httpStatus int, c codes.Code, reason vidscanv1.ErrorReason, field, msg string) {
 	Write(w, httpStatus, New(c, reason, field, msg, nil))
 }
 
-// New builds a status shaped like the server's: ErrorInfo{reason, domain
-// "vidscan.gateway", metadata md} when reason is set, plus a BadRequest field
+// New builds a status shaped like the server's: ErrorInfo{reason's name, domain
+// "vidscan.gateway", metadata md} unless reason is ERROR_REASON_UNSPECIFIED, plus a BadRequest field
 // violation for field when it is set (its description is msg less a "field: " prefix).
-func New(c codes.Code, reason, field, msg string, md map[string]string) *status.Status {
+func New(c codes.Code, reason vidscanv1.ErrorReason, field, msg string, md map[string]string) *status.Status {
 	st := status.New(c, msg)
 	var details []protoadapt.MessageV1
-	if reason != "" {
-		details = append(details, &errdetails.ErrorInfo{Reason: reason, Domain: "vidscan.gateway", Metadata: md})
+	if reason != vidscanv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+		details = append(details, &errdetails.ErrorInfo{Reason: reason.String(), Domain: "vidscan.gateway", Metadata: md})
 	}
 	if field != "" {
 		desc := strings.TrimPrefix(msg, field+": ")
@@ -213,8 +271,8 @@ func New(c codes.Code, reason, field, msg string, md map[string]string) *status.
 
 // Handler is the runtime.ErrorHandlerFunc of the gateway's ServeMux. A
 // runtime.HTTPStatusError (routing errors: 404, 405, malformed paths) keeps its HTTP
-// status, and without an ErrorInfo its error_code is the HTTP status text in
-// SCREAMING_SNAKE ("METHOD_NOT_ALLOWED").
+// status, and without an ErrorInfo its error_code is the reason for that routing
+// status (NOT_FOUND, METHOD_NOT_ALLOWED, BAD_REQUEST), else the gRPC code name.
 func Handler(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, _ *http.Request, err error) {
 	httpStatus := 0
 	var he *runtime.HTTPStatusError
@@ -229,13 +287,17 @@ func Handler(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http
 	Write(w, httpStatus, st)
 }
 
-// httpReason is "METHOD_NOT_ALLOWED" for 405.
-func httpReason(httpStatus int) string {
-	text := http.StatusText(httpStatus)
-	if text == "" {
-		return "HTTP_" + strconv.Itoa(httpStatus)
-	}
-	return strings.ToUpper(strings.NewReplacer(" ", "_", "-", "_", "'", "").Replace(text))
+// routingReasons are the gateway's reasons for grpc-gateway's routing statuses.
+var routingReasons = map[int]vidscanv1.ErrorReason{
+	http.StatusBadRequest:       vidscanv1.ErrorReason_BAD_REQUEST,
+	http.StatusNotFound:         vidscanv1.ErrorReason_NOT_FOUND,
+	http.StatusMethodNotAllowed: vidscanv1.ErrorReason_METHOD_NOT_ALLOWED,
+}
+
+// httpReason is METHOD_NOT_ALLOWED for 405; ERROR_REASON_UNSPECIFIED (no ErrorInfo:
+// error_code is the gRPC code name) for a status without a reason of its own.
+func httpReason(httpStatus int) vidscanv1.ErrorReason {
+	return routingReasons[httpStatus]
 }
 
 // RoutingHandler is the runtime.RoutingErrorHandlerFunc: unlike grpc-gateway's default

@@ -115,7 +115,7 @@ func TestHTTPStatus(t *testing.T) {
 		{codes.Internal, "", 500},
 	}
 	for _, c := range cases {
-		st := New(c.code, c.reason, "", "m", nil)
+		st := New(c.code, ReasonOf(c.reason), "", "m", nil)
 		if got := HTTPStatus(st); got != c.want {
 			t.Errorf("%v/%s: got %d, want %d", c.code, c.reason, got, c.want)
 		}
@@ -124,7 +124,7 @@ func TestHTTPStatus(t *testing.T) {
 
 func TestWriteUnauthenticated(t *testing.T) {
 	w := httptest.NewRecorder()
-	Write(w, 0, New(codes.Unauthenticated, "UNAUTHENTICATED", "", "missing bearer token", nil))
+	Write(w, 0, New(codes.Unauthenticated, vidscanv1.ErrorReason_UNAUTHENTICATED, "", "missing bearer token", nil))
 	if w.Code != 401 || w.Header().Get("WWW-Authenticate") != "Bearer" || w.Header().Get("Content-Type") != "application/json" {
 		t.Fatalf("%d %v", w.Code, w.Header())
 	}
@@ -135,7 +135,7 @@ func TestWriteUnauthenticated(t *testing.T) {
 }
 
 func TestNewWithField(t *testing.T) {
-	st := New(codes.InvalidArgument, "INVALID_FIELD", "metadata", "metadata: must be a JSON object", map[string]string{"k": "v"})
+	st := New(codes.InvalidArgument, vidscanv1.ErrorReason_INVALID_FIELD, "metadata", "metadata: must be a JSON object", map[string]string{"k": "v"})
 	b := BuildBody(st, now)
 	fv := b.Details["field_violations"].([]FieldViolation)
 	if b.ErrorCode != "INVALID_FIELD" || fv[0].Field != "metadata" || fv[0].Description != "must be a JSON object" || b.Details["k"] != "v" {
@@ -161,5 +161,39 @@ func TestHandlerRoutingErrors(t *testing.T) {
 		if w.Code != c.want || b.ErrorCode != c.code {
 			t.Errorf("%v: got %d %s, want %d %s", c.err, w.Code, b.ErrorCode, c.want, c.code)
 		}
+	}
+}
+
+// Every vidscan.v1.ErrorReason has an HTTP status of its own: a reason added to the
+// proto without one fails here (and tests/test_error_reasons.py checks the statuses
+// against the server's gRPC codes).
+func TestEveryReasonHasAnHTTPStatus(t *testing.T) {
+	for number, name := range vidscanv1.ErrorReason_name {
+		reason := vidscanv1.ErrorReason(number)
+		if reason == vidscanv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+			if _, ok := reasonHTTPStatus[reason]; ok {
+				t.Errorf("ERROR_REASON_UNSPECIFIED must not have an HTTP status")
+			}
+			continue
+		}
+		s, ok := reasonHTTPStatus[reason]
+		if !ok {
+			t.Errorf("%s has no HTTP status in reasonHTTPStatus", name)
+			continue
+		}
+		if got := HTTPStatus(New(codes.Unknown, reason, "", "m", nil)); got != s {
+			t.Errorf("%s: HTTPStatus %d, table %d", name, got, s)
+		}
+	}
+}
+
+// A reason this gateway does not know (a newer server) falls back to the code.
+func TestUnknownReasonFallsBackToTheCode(t *testing.T) {
+	st, _ := status.New(codes.Unavailable, "m").WithDetails(&errdetails.ErrorInfo{Reason: "SOMETHING_NEWER"})
+	if got := HTTPStatus(st); got != http.StatusServiceUnavailable {
+		t.Fatalf("got %d", got)
+	}
+	if b := BuildBody(st, time.Now()); b.ErrorCode != "SOMETHING_NEWER" {
+		t.Fatalf("error_code %q: the wire reason is reported as sent", b.ErrorCode)
 	}
 }

@@ -30,11 +30,16 @@ type Config struct {
 	Upload      upload.Config
 	CORSOrigins string // comma-separated origins, "*" for any, "" for none
 	AccessLog   bool
+	Metrics     *httpmw.Metrics // nil: no HTTP metrics
 }
 
 // New returns the gateway's handler. conn is the upstream gRPC connection.
 func New(cfg Config, conn grpc.ClientConnInterface, log *slog.Logger) (http.Handler, error) {
-	mux := NewServeMux(conn)
+	var extra []runtime.ServeMuxOption
+	if cfg.Metrics != nil {
+		extra = append(extra, runtime.WithMiddlewares(cfg.Metrics.Route()))
+	}
+	mux := NewServeMux(conn, extra...)
 
 	// ServeMux tries the most recently registered pattern first, so the upload route
 	// (POST /v1/dashboard/upload/{session_id}) goes in BEFORE the generated routes:
@@ -69,12 +74,15 @@ func New(cfg Config, conn grpc.ClientConnInterface, log *slog.Logger) (http.Hand
 	if cfg.AccessLog {
 		h = httpmw.AccessLog(log, h)
 	}
+	if cfg.Metrics != nil {
+		h = cfg.Metrics.Wrap(h)
+	}
 	return h, nil
 }
 
 // NewServeMux is the grpc-gateway mux with the gateway's options (no routes but /healthz).
-func NewServeMux(conn grpc.ClientConnInterface) *runtime.ServeMux {
-	return runtime.NewServeMux(
+func NewServeMux(conn grpc.ClientConnInterface, extra ...runtime.ServeMuxOption) *runtime.ServeMux {
+	options := []runtime.ServeMuxOption{
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{
 			Marshaler: &runtime.JSONPb{
 				MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
@@ -91,7 +99,8 @@ func NewServeMux(conn grpc.ClientConnInterface) *runtime.ServeMux {
 		runtime.WithHealthzEndpoint(grpc_health_v1.NewHealthClient(conn)),
 		runtime.WithDisablePathLengthFallback(),
 		runtime.WithWriteContentLength(),
-	)
+	}
+	return runtime.NewServeMux(append(options, extra...)...)
 }
 
 // HeaderMatcher forwards X-Request-Id as `x-request-id` metadata, plus grpc-gateway's

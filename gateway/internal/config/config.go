@@ -35,6 +35,10 @@ const (
 type Config struct {
 	Listen          string
 	Upstream        string
+	UpstreamCAFile  string // PEM CA that signed the server's certificate: TLS to the upstream
+	UpstreamCert    string // PEM client certificate for mTLS (with UpstreamKey)
+	UpstreamKey     string
+	UpstreamName    string // server name to verify instead of the upstream's host
 	MaxUploadBytes  int64
 	ChunkBytes      int64
 	MultipartSlack  int64
@@ -44,6 +48,7 @@ type Config struct {
 	ShutdownGrace   time.Duration
 	CORSOrigins     string
 	AddrFile        string
+	MetricsListen   string // host:port of /metrics; empty: off
 	AccessLog       bool
 	LogFormat       string
 	Version         bool
@@ -53,6 +58,10 @@ type Config struct {
 var Env = map[string]string{
 	"listen":                "VIDSCAN_GATEWAY_LISTEN",
 	"upstream":              "VIDSCAN_GATEWAY_UPSTREAM",
+	"upstream-ca-file":      "VIDSCAN_GATEWAY_UPSTREAM_CA_FILE",
+	"upstream-cert-file":    "VIDSCAN_GATEWAY_UPSTREAM_CERT_FILE",
+	"upstream-key-file":     "VIDSCAN_GATEWAY_UPSTREAM_KEY_FILE",
+	"upstream-server-name":  "VIDSCAN_GATEWAY_UPSTREAM_SERVER_NAME",
 	"max-upload-bytes":      "VIDSCAN_MAX_UPLOAD_BYTES",
 	"chunk-bytes":           "VIDSCAN_GATEWAY_CHUNK_BYTES",
 	"multipart-slack-bytes": "VIDSCAN_GATEWAY_MULTIPART_SLACK_BYTES",
@@ -62,6 +71,7 @@ var Env = map[string]string{
 	"shutdown-grace":        "VIDSCAN_GATEWAY_SHUTDOWN_GRACE",
 	"cors-origins":          "VIDSCAN_GATEWAY_CORS_ORIGINS",
 	"addr-file":             "VIDSCAN_GATEWAY_ADDR_FILE",
+	"metrics-listen":        "VIDSCAN_GATEWAY_METRICS_LISTEN",
 	"access-log":            "VIDSCAN_GATEWAY_ACCESS_LOG",
 	"log-format":            "VIDSCAN_GATEWAY_LOG_FORMAT",
 }
@@ -109,6 +119,10 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (*Config
 	}
 	str(&c.Listen, "listen", DefaultListen, "HTTP listen address (port 0 picks a free port; see -addr-file)")
 	str(&c.Upstream, "upstream", upstreamDefault, "upstream gRPC address host:port (or unix:///path); defaults to $VIDSCAN_GRPC_LISTEN, else "+DefaultUpstream)
+	str(&c.UpstreamCAFile, "upstream-ca-file", "", "PEM CA bundle: connect to the upstream with TLS, verifying its certificate (empty: plaintext)")
+	str(&c.UpstreamCert, "upstream-cert-file", "", "PEM client certificate for mTLS to the upstream (with -upstream-key-file)")
+	str(&c.UpstreamKey, "upstream-key-file", "", "PEM key of -upstream-cert-file")
+	str(&c.UpstreamName, "upstream-server-name", "", "name the upstream's certificate must carry (default: the upstream's host)")
 	size(&c.MaxUploadBytes, "max-upload-bytes", DefaultMaxUploadBytes, "largest file accepted; must equal the server's")
 	size(&c.ChunkBytes, "chunk-bytes", DefaultChunkBytes, "bytes per UploadVideo chunk message")
 	size(&c.MultipartSlack, "multipart-slack-bytes", DefaultMultipartSlack, "body bytes allowed above max-upload-bytes for the multipart framing and text fields")
@@ -118,6 +132,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (*Config
 	dur(&c.ShutdownGrace, "shutdown-grace", DefaultShutdownGrace, "time given to in-flight requests on SIGTERM/SIGINT")
 	str(&c.CORSOrigins, "cors-origins", "", `comma-separated allowed CORS origins, "*" for any; empty disables CORS`)
 	str(&c.AddrFile, "addr-file", "", "write the bound host:port to this file once listening")
+	str(&c.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics on this host:port (empty: off)")
 	accessLog := env("access-log", "true")
 	al, err := strconv.ParseBool(accessLog)
 	if err != nil {
@@ -156,6 +171,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("log-format must be text or json, got %q", c.LogFormat)
 	case c.Listen == "" || c.Upstream == "":
 		return fmt.Errorf("listen and upstream must not be empty")
+	case (c.UpstreamCert == "") != (c.UpstreamKey == ""):
+		return fmt.Errorf("upstream-cert-file and upstream-key-file go together")
+	case c.UpstreamCert != "" && c.UpstreamCAFile == "":
+		return fmt.Errorf("upstream-cert-file needs upstream-ca-file (mTLS is TLS)")
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	vidscanv1 "github.com/vidscan/vidscan/gateway/gen/vidscan/v1"
 	"github.com/vidscan/vidscan/gateway/internal/apierr"
 )
 
@@ -106,7 +107,7 @@ func (c *CORS) Wrap(next http.Handler) http.Handler {
 		h.Add("Vary", "Origin")
 		if !c.Allowed(origin) {
 			if preflight {
-				apierr.Errorf(w, http.StatusForbidden, codes.PermissionDenied, "CORS_ORIGIN_NOT_ALLOWED", "",
+				apierr.Errorf(w, http.StatusForbidden, codes.PermissionDenied, vidscanv1.ErrorReason_CORS_ORIGIN_NOT_ALLOWED, "",
 					fmt.Sprintf("origin %q is not allowed", origin))
 				return
 			}

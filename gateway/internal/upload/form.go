@@ -41,8 +41,8 @@ func IsKnownField(name string) bool { return knownFields[name] }
 type FormError struct {
 	HTTPStatus int
 	Code       codes.Code
-	Reason     string // ErrorInfo reason, e.g. INVALID_FIELD
-	Field      string // the offending form field, "" when none
+	Reason     vidscanv1.ErrorReason // sent as its name in ErrorInfo.reason, e.g. INVALID_FIELD
+	Field      string                // the offending form field, "" when none
 	Message    string
 	Metadata   map[string]string
 }
@@ -53,7 +53,7 @@ func invalidField(field, format string, args ...any) *FormError {
 	return &FormError{
 		HTTPStatus: http.StatusBadRequest,
 		Code:       codes.InvalidArgument,
-		Reason:     "INVALID_FIELD",
+		Reason:     vidscanv1.ErrorReason_INVALID_FIELD,
 		Field:      field,
 		Message:    field + ": " + fmt.Sprintf(format, args...),
 	}
@@ -64,7 +64,7 @@ func TooLarge(maxBytes int64, what string) *FormError {
 	return &FormError{
 		HTTPStatus: http.StatusRequestEntityTooLarge,
 		Code:       codes.InvalidArgument,
-		Reason:     "FILE_TOO_LARGE",
+		Reason:     vidscanv1.ErrorReason_FILE_TOO_LARGE,
 		Message:    fmt.Sprintf("%s is larger than the upload limit of %d bytes", what, maxBytes),
 		Metadata:   map[string]string{"max_bytes": strconv.FormatInt(maxBytes, 10)},
 	}
@@ -186,7 +186,7 @@ func MissingFile() *FormError {
 func FieldTooLarge(name string, limit int64) *FormError {
 	e := invalidField(name, "is longer than %d bytes", limit)
 	if name == FieldMetadata {
-		e.Reason = "METADATA_TOO_LARGE"
+		e.Reason = vidscanv1.ErrorReason_METADATA_TOO_LARGE
 	}
 	return e
 }

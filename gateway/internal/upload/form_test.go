@@ -62,16 +62,16 @@ func TestHeaderErrors(t *testing.T) {
 	cases := []struct {
 		kv     []string
 		status int
-		reason string
+		reason vidscanv1.ErrorReason
 		field  string
 	}{
-		{[]string{"metadata", `[1,2]`}, 400, "INVALID_FIELD", "metadata"},
-		{[]string{"metadata", `{"a":`}, 400, "INVALID_FIELD", "metadata"},
-		{[]string{"metadata", `"str"`}, 400, "INVALID_FIELD", "metadata"},
-		{[]string{"size", "-1"}, 400, "INVALID_FIELD", "size"},
-		{[]string{"size", "ten"}, 400, "INVALID_FIELD", "size"},
-		{[]string{"size", "101"}, 413, "FILE_TOO_LARGE", ""},
-		{[]string{"write_offset", "x"}, 400, "INVALID_FIELD", "write_offset"},
+		{[]string{"metadata", `[1,2]`}, 400, vidscanv1.ErrorReason_INVALID_FIELD, "metadata"},
+		{[]string{"metadata", `{"a":`}, 400, vidscanv1.ErrorReason_INVALID_FIELD, "metadata"},
+		{[]string{"metadata", `"str"`}, 400, vidscanv1.ErrorReason_INVALID_FIELD, "metadata"},
+		{[]string{"size", "-1"}, 400, vidscanv1.ErrorReason_INVALID_FIELD, "size"},
+		{[]string{"size", "ten"}, 400, vidscanv1.ErrorReason_INVALID_FIELD, "size"},
+		{[]string{"size", "101"}, 413, vidscanv1.ErrorReason_FILE_TOO_LARGE, ""},
+		{[]string{"write_offset", "x"}, 400, vidscanv1.ErrorReason_INVALID_FIELD, "write_offset"},
 	}
 	for _, c := range cases {
 		_, err := fields(t, c.kv...).Header("s", "f", "", 100)
@@ -111,7 +111,7 @@ func TestOrderingErrors(t *testing.T) {
 	if e := MissingFile(); e.Field != "file" || e.HTTPStatus != 400 {
 		t.Fatalf("%+v", e)
 	}
-	if e := FieldTooLarge("metadata", 10); e.Reason != "METADATA_TOO_LARGE" {
+	if e := FieldTooLarge("metadata", 10); e.Reason != vidscanv1.ErrorReason_METADATA_TOO_LARGE {
 		t.Fatalf("%+v", e)
 	}
 }

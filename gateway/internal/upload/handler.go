@@ -96,18 +96,18 @@ func (u *upload) run(sessionID string) {
 	cfg := u.h.cfg
 	if sessionID == "" {
 		u.formError(&FormError{HTTPStatus: http.StatusBadRequest, Code: codes.InvalidArgument,
-			Reason: "INVALID_FIELD", Field: "session_id", Message: "session_id: is required"}, false)
+			Reason: vidscanv1.ErrorReason_INVALID_FIELD, Field: "session_id", Message: "session_id: is required"}, false)
 		return
 	}
 	mediaType, params, err := mime.ParseMediaType(u.r.Header.Get("Content-Type"))
 	if err != nil || mediaType != "multipart/form-data" {
 		u.formError(&FormError{HTTPStatus: http.StatusUnsupportedMediaType, Code: codes.InvalidArgument,
-			Reason: "UNSUPPORTED_MEDIA_TYPE", Message: "the upload body must be multipart/form-data"}, false)
+			Reason: vidscanv1.ErrorReason_UNSUPPORTED_MEDIA_TYPE, Message: "the upload body must be multipart/form-data"}, false)
 		return
 	}
 	if params["boundary"] == "" {
 		u.formError(&FormError{HTTPStatus: http.StatusBadRequest, Code: codes.InvalidArgument,
-			Reason: "MALFORMED_MULTIPART", Message: "the multipart/form-data Content-Type has no boundary"}, false)
+			Reason: vidscanv1.ErrorReason_MALFORMED_MULTIPART, Message: "the multipart/form-data Content-Type has no boundary"}, false)
 		return
 	}
 	limit := cfg.MaxUploadBytes + cfg.MultipartSlack
@@ -321,16 +321,16 @@ func (u *upload) bodyError(err error) {
 		u.formError(TooLarge(u.h.cfg.MaxUploadBytes, "the request body"), false)
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		u.formError(&FormError{HTTPStatus: http.StatusRequestTimeout, Code: codes.DeadlineExceeded,
-			Reason:  "UPLOAD_IDLE_TIMEOUT",
+			Reason:  vidscanv1.ErrorReason_UPLOAD_IDLE_TIMEOUT,
 			Message: fmt.Sprintf("no upload bytes arrived for %s", u.h.cfg.IdleTimeout)}, false)
 	case u.r.Context().Err() != nil || errors.Is(err, io.ErrUnexpectedEOF):
 		u.h.log.Info("upload body ended early (client gone?)", "bytes", u.fileBytes, "error", err,
 			"request_id", u.r.Header.Get("X-Request-Id"))
 		u.formError(&FormError{HTTPStatus: http.StatusBadRequest, Code: codes.InvalidArgument,
-			Reason: "MALFORMED_MULTIPART", Message: "the request body ended before the multipart form was complete"}, false)
+			Reason: vidscanv1.ErrorReason_MALFORMED_MULTIPART, Message: "the request body ended before the multipart form was complete"}, false)
 	default:
 		u.formError(&FormError{HTTPStatus: http.StatusBadRequest, Code: codes.InvalidArgument,
-			Reason: "MALFORMED_MULTIPART", Message: "malformed multipart/form-data body: " + err.Error()}, false)
+			Reason: vidscanv1.ErrorReason_MALFORMED_MULTIPART, Message: "malformed multipart/form-data body: " + err.Error()}, false)
 	}
 }
 

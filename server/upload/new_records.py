@@ -1,17 +1,17 @@
-"""The rows an accepted upload writes: one video and its first (pending) analysis."""
+"""The records an accepted upload writes: one video and its first (pending) analysis."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from server.db.models import AnalysisRow, VideoRow
 from server.media.messages import VideoInfo
 from server.media.sniff import Container
+from server.records.model import AnalysisRecord, AnalysisStatus, VideoRecord, VideoStatus
 from server.upload.naming import display_filename
 
 
-def video_row(
+def new_video(
     *,
     video_id: str,
     user_id: str,
@@ -26,8 +26,8 @@ def video_row(
     bucket: str,
     key: str,
     now: datetime,
-) -> VideoRow:
-    return VideoRow(
+) -> VideoRecord:
+    return VideoRecord(
         id=video_id,
         user_id=user_id,
         session_id=session_id,
@@ -43,7 +43,7 @@ def video_row(
         bucket=bucket,
         s3_key=key,
         content_type=content_type or container.content_type,
-        status="stored",
+        status=VideoStatus.STORED,
         client_metadata=metadata,
         created_at=now,
         uploaded_at=now,
@@ -52,17 +52,12 @@ def video_row(
 
 def pending_analysis(
     *, analysis_id: str, video_id: str, user_id: str, model: str, now: datetime
-) -> AnalysisRow:
-    return AnalysisRow(
+) -> AnalysisRecord:
+    return AnalysisRecord(
         id=analysis_id,
         video_id=video_id,
         user_id=user_id,
-        status="pending",
+        status=AnalysisStatus.PENDING,
         model_name=model,
-        result=None,
-        failure_reason="",
-        failure_message="",
-        attempts=0,
-        estimated_seconds=0,
         created_at=now,
     )

@@ -1,8 +1,9 @@
-"""A synchronous, typed client for vidscan with resumable uploads.
+"""VidscanClient: a synchronous, typed client for vidscan with resumable uploads.
 
 Uploads use the synchronous gRPC API on purpose: grpc.aio's client misreports the
 server's status when the server ends a client stream early (grpc/grpc#36066), which
-is exactly what a refused upload looks like.
+is exactly what a refused upload looks like. The asyncio client (``aio.py``) runs this
+upload in a worker thread for the same reason.
 
 Resumption follows google.bytestream: after a transient failure the client asks
 ``GetUploadSession`` for ``committed_bytes`` and sends the rest of the file from that
@@ -14,193 +15,69 @@ finished by a stream that sends no data, only ``finish_write``.
 
 from __future__ import annotations
 
-import hashlib
 import mimetypes
 import os
-import random
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import json_format, struct_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
-from vidscan.v1 import (
-    analysis_pb2,
-    analysis_pb2_grpc,
-    errors_pb2,
-    upload_pb2,
-    upload_pb2_grpc,
+
+from vidscan_client.analyses import is_final
+from vidscan_client.backoff import DEFAULT_POLL, Backoff
+from vidscan_client.errors import (
+    SESSION_CANCELLED,
+    SESSION_COMPLETED,
+    SESSION_EXPIRED,
+    TRANSIENT_CODES,
+    VidscanError,
+)
+from vidscan_client.protos import analysis_pb2, analysis_pb2_grpc, upload_pb2, upload_pb2_grpc
+from vidscan_client.streaming import (
+    Abandon,
+    Abandoned,
+    Attempt,
+    ProgressCallback,
+    Stream,
+    sha256,
+    struct,
 )
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_WAIT_SECONDS",
     "MAX_CHUNK_SIZE",
+    "Abandon",
+    "Abandoned",
     "Backoff",
     "ProgressCallback",
     "RetryCallback",
     "UploadResult",
     "VidscanClient",
     "VidscanError",
+    "resume_offset_from",
 ]
 
 UploadResult = upload_pb2.UploadResult
-ProgressCallback = Callable[[int, int], None]
-"""``on_progress(sent_bytes, total_bytes)``."""
-RetryCallback = Callable[[int, "VidscanError", float], None]
+RetryCallback = Callable[[int, VidscanError, float], None]
 """``on_retry(attempt, error, delay_seconds)``, called before sleeping."""
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 # The server's default receive limit is 4 MiB per message; leave room for framing.
 MAX_CHUNK_SIZE = 3 * 1024 * 1024
-
-# Reasons the client attaches itself (never sent by the server).
-SESSION_EXPIRED = "SESSION_EXPIRED"
-SESSION_CANCELLED = "SESSION_CANCELLED"
-SESSION_COMPLETED = "SESSION_COMPLETED"
-
-_TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-# UPLOAD_INCOMPLETE: the stream was cut before finish_write; the session can be written
-# again. SESSION_BUSY: the server is still cleaning up the stream that was cut.
-_TRANSIENT_REASONS = frozenset({"UPLOAD_INCOMPLETE", "SESSION_BUSY", "SESSION_LOCK_LOST"})
-# Transport failures (a reset connection, RST_STREAM) carry no server ErrorInfo.
-_TRANSPORT_CODES = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+DEFAULT_WAIT_SECONDS = 300.0
 
 T = TypeVar("T")
-
-
-class VidscanError(Exception):
-    """A failed call, with the server's google.rpc.Status details unpacked.
-
-    ``reason`` is the stable ErrorInfo reason (e.g. ``FILE_TOO_LARGE``); it is empty
-    for transport failures that never reached vidscan (a reset connection).
-    """
-
-    def __init__(
-        self,
-        code: grpc.StatusCode,
-        reason: str,
-        message: str,
-        *,
-        metadata: dict[str, str] | None = None,
-        cleanup: errors_pb2.CleanupReport | None = None,
-        field_violations: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(f"{reason or code.name}: {message}")
-        self.code = code
-        self.reason = reason
-        self.message = message
-        self.metadata: dict[str, str] = dict(metadata or {})
-        self.cleanup = cleanup
-        self.field_violations: dict[str, str] = dict(field_violations or {})
-
-    @classmethod
-    def from_rpc_error(cls, error: grpc.RpcError) -> VidscanError:
-        """Unpacks ErrorInfo, CleanupReport and BadRequest from a failed call."""
-        if not isinstance(error, grpc.Call):
-            return cls(grpc.StatusCode.UNKNOWN, "", str(error))
-        code = error.code()
-        message = error.details() or ""
-        reason, metadata, cleanup = "", {}, None
-        violations: dict[str, str] = {}
-        try:
-            status = rpc_status.from_call(error)
-        except ValueError:  # trailers that contradict the call's status: ignore them
-            status = None
-        if status is not None:
-            message = status.message
-            for detail in status.details:
-                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                    info = error_details_pb2.ErrorInfo()
-                    detail.Unpack(info)
-                    reason, metadata = str(info.reason), dict(info.metadata)
-                elif detail.Is(errors_pb2.CleanupReport.DESCRIPTOR):
-                    cleanup = errors_pb2.CleanupReport()
-                    detail.Unpack(cleanup)
-                elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                    bad = error_details_pb2.BadRequest()
-                    detail.Unpack(bad)
-                    violations = {str(v.field): str(v.description) for v in bad.field_violations}
-        return cls(
-            code,
-            reason,
-            message,
-            metadata=metadata,
-            cleanup=cleanup,
-            field_violations=violations,
-        )
-
-    @property
-    def transient(self) -> bool:
-        """True when the same request may succeed later (after resuming)."""
-        if self.code in _TRANSIENT_CODES or self.reason in _TRANSIENT_REASONS:
-            return True
-        return not self.reason and self.code in _TRANSPORT_CODES
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON shape the CLI prints."""
-        return {
-            "code": self.code.name,
-            "reason": self.reason,
-            "message": self.message,
-            "metadata": self.metadata,
-            "field_violations": self.field_violations,
-            "cleanup": (
-                json_format.MessageToDict(
-                    self.cleanup,
-                    preserving_proto_field_name=True,
-                    always_print_fields_with_no_presence=True,
-                )
-                if self.cleanup is not None
-                else None
-            ),
-        }
-
-    def __repr__(self) -> str:
-        return f"VidscanError({self.code.name}, {self.reason!r}, {self.message!r})"
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff: ``initial`` doubling up to ``maximum``, each delay scaled
-    down by a random factor in ``[1 - jitter, 1]``."""
-
-    initial: float = 0.5
-    maximum: float = 30.0
-    multiplier: float = 2.0
-    jitter: float = 0.5
-    _random: random.Random = field(default_factory=random.Random, compare=False, repr=False)
-
-    def delay(self, attempt: int) -> float:
-        """The pause before retry number ``attempt`` (1-based)."""
-        base = min(self.maximum, self.initial * self.multiplier ** max(0, attempt - 1))
-        return base * (1.0 - self.jitter * self._random.random())
-
-
-class _Attempt:
-    """One UploadVideo stream.
-
-    ``error`` keeps an exception raised while producing request messages (reading the
-    file, the progress callback): gRPC would turn it into a bare UNKNOWN, so the stream
-    is ended without finish_write instead (the server keeps nothing) and the error is
-    re-raised once the call is over. ``over`` is set when the call has ended: gRPC's
-    request thread of a failed call may still pull one more message, and must then
-    neither read on nor report progress over the next attempt's.
-    """
-
-    def __init__(self) -> None:
-        self.error: BaseException | None = None
-        self.over = False
 
 
 class VidscanClient:
     """One user's connection to vidscan. Thread-safe; close it (or use ``with``).
 
     ``retries`` bounds the retries of unary calls on UNAVAILABLE / DEADLINE_EXCEEDED;
-    uploads have their own ``max_retries``.
+    uploads have their own ``max_retries``. ``secure`` uses TLS with the system's
+    roots; ``credentials`` (e.g. from :func:`tls_credentials`: a private CA, a client
+    certificate for mTLS) uses TLS with those.
     """
 
     def __init__(
@@ -209,6 +86,7 @@ class VidscanClient:
         token: str,
         *,
         secure: bool = False,
+        credentials: grpc.ChannelCredentials | None = None,
         timeout: float = 30.0,
         retries: int = 3,
         backoff: Backoff | None = None,
@@ -220,8 +98,10 @@ class VidscanClient:
         self.backoff = backoff or Backoff()
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._channel = (
-            grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
-            if secure
+            grpc.secure_channel(
+                target, credentials or grpc.ssl_channel_credentials(), options=options
+            )
+            if secure or credentials is not None
             else grpc.insecure_channel(target, options=options)
         )
         self._uploads = upload_pb2_grpc.UploadServiceStub(self._channel)  # type: ignore[no-untyped-call]
@@ -246,10 +126,10 @@ class VidscanClient:
                 return call()
             except grpc.RpcError as rpc_error:
                 error = VidscanError.from_rpc_error(rpc_error)
-                if error.code not in _TRANSIENT_CODES or attempt >= limit:
+                if error.code not in TRANSIENT_CODES or attempt >= limit:
                     raise error from None
             attempt += 1
-            time.sleep(self.backoff.delay(attempt))
+            time.sleep(error.retry_delay(self.backoff.delay(attempt)))
 
     def create_session(self, *, expected_size: int | None = None) -> upload_pb2.UploadSession:
         """Opens an upload session; ``expected_size`` lets the server refuse a file that
@@ -279,6 +159,9 @@ class VidscanClient:
         return response
 
     def cancel(self, session_id: str) -> upload_pb2.CancelUploadSessionResponse:
+        """Cancels a session: a suspended upload is discarded at once (its parts, its
+        quota unit); ``cleanup_performed`` says whether there was anything to release.
+        An unknown session (or another user's) answers SESSION_NOT_FOUND."""
         request = upload_pb2.CancelUploadSessionRequest(session_id=session_id)
         response: upload_pb2.CancelUploadSessionResponse = self._unary(
             lambda: self._uploads.CancelUploadSession(
@@ -303,6 +186,26 @@ class VidscanClient:
         )
         return response.analysis
 
+    def wait_for_analysis(
+        self,
+        analysis_id: str,
+        *,
+        timeout: float = DEFAULT_WAIT_SECONDS,
+        poll: Backoff = DEFAULT_POLL,
+    ) -> analysis_pb2.Analysis:
+        """Polls GetAnalysis until the analysis is ANALYZED or FAILED, or ``timeout``
+        seconds have passed; returns the last analysis seen either way (check
+        ``analyses.is_final``)."""
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
+            analysis = self.analysis(analysis_id)
+            left = deadline - time.monotonic()
+            if is_final(analysis) or left <= 0:
+                return analysis
+            attempt += 1
+            time.sleep(min(left, poll.delay(attempt)))
+
     # -- upload -----------------------------------------------------------------------
 
     def upload(
@@ -318,6 +221,7 @@ class VidscanClient:
         max_retries: int = 8,
         attempt_timeout: float | None = None,
         session_id: str | None = None,
+        abandon: Abandon | None = None,
     ) -> upload_pb2.UploadResult:
         """Uploads one file and returns the server's UploadResult.
 
@@ -329,16 +233,18 @@ class VidscanClient:
         committed. ``on_progress(sent, total)`` runs on a gRPC thread; after a resume
         ``sent`` starts again at the committed offset. ``attempt_timeout`` is a
         deadline per stream attempt (none by default). A new session is created
-        unless ``session_id`` names an active one.
+        unless ``session_id`` names an active one. ``abandon``, set from another
+        thread, stops the upload (``Abandoned`` is raised).
 
         Raises VidscanError for refusals and when retries run out; OSError when the
         file cannot be read or changes while it is sent.
         """
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be in 1..{MAX_CHUNK_SIZE}")
+        stop = abandon or Abandon()
         file_path = Path(path)
         total = file_path.stat().st_size
-        declared_sha256 = _sha256(file_path, chunk_size) if dedup else ""
+        declared_sha256 = sha256(file_path, chunk_size) if dedup else ""
         header = upload_pb2.UploadHeader(
             filename=file_path.name,
             content_type=mimetypes.guess_type(file_path.name)[0] or "",
@@ -348,7 +254,7 @@ class VidscanClient:
         if dedup:
             header.declared_size = total
         if metadata is not None:
-            header.metadata.CopyFrom(_struct(metadata))
+            header.metadata.CopyFrom(struct(metadata))
         if session_id is None:
             session = self.create_session(expected_size=total)
             header.session_id = session.session_id
@@ -362,21 +268,22 @@ class VidscanClient:
             try:
                 if offset is None:
                     offset = self._resume_offset(header.session_id, total)
-                return self._send(
-                    header, file_path, offset, total, chunk_size, on_progress, attempt_timeout
-                )
+                stream = Stream(header, file_path, offset, total, chunk_size, on_progress)
+                return self._send(stream, attempt_timeout, stop)
             except VidscanError as error:
                 # INVALID_OFFSET: our offset is stale; ask again and resume from there.
-                if not (error.transient or error.reason == "INVALID_OFFSET"):
+                if not (error.transient or error.stale_offset) or stop.is_set():
                     raise
                 attempt += 1
                 if attempt > max_retries:
                     raise
                 offset = resume_offset_from(error, total)
-                delay = 0.0 if offset is not None else self.backoff.delay(attempt)
+                delay = (
+                    0.0 if offset is not None else error.retry_delay(self.backoff.delay(attempt))
+                )
                 if on_retry is not None:
                     on_retry(attempt, error, delay)
-                time.sleep(delay)
+                stop.sleep(delay)
 
     def _resume_offset(self, session_id: str, total: int) -> int:
         """Where a resumed stream starts: the session's committed offset."""
@@ -400,25 +307,20 @@ class VidscanClient:
         )
 
     def _send(
-        self,
-        header: upload_pb2.UploadHeader,
-        path: Path,
-        offset: int,
-        total: int,
-        chunk_size: int,
-        on_progress: ProgressCallback | None,
-        timeout: float | None,
+        self, stream: Stream, timeout: float | None, stop: Abandon
     ) -> upload_pb2.UploadResult:
-        first = upload_pb2.UploadHeader()
-        first.CopyFrom(header)
-        first.write_offset = offset
-        attempt = _Attempt()
-        requests = _requests(first, path, offset, total, chunk_size, on_progress, attempt)
+        attempt = Attempt()
+        call = self._uploads.UploadVideo.future(
+            stream.requests(attempt), metadata=self._metadata, timeout=timeout
+        )
+        stop.on_set(call.cancel)
         try:
-            response: upload_pb2.UploadVideoResponse = self._uploads.UploadVideo(
-                requests, metadata=self._metadata, timeout=timeout
-            )
+            response: upload_pb2.UploadVideoResponse = call.result()
+        except grpc.FutureCancelledError:
+            raise Abandoned from None
         except grpc.RpcError as rpc_error:
+            if stop.is_set():
+                raise Abandoned from None
             if attempt.error is not None:
                 raise attempt.error from None
             raise VidscanError.from_rpc_error(rpc_error) from None
@@ -429,51 +331,11 @@ class VidscanClient:
         return response.result
 
 
-def _requests(
-    header: upload_pb2.UploadHeader,
-    path: Path,
-    offset: int,
-    total: int,
-    chunk_size: int,
-    on_progress: ProgressCallback | None,
-    attempt: _Attempt,
-) -> Iterator[upload_pb2.UploadVideoRequest]:
-    """header, the file from ``offset`` in chunks, then finish_write. Any error ends
-    the stream early without finish_write, so the server discards what it got. Each
-    attempt reads through its own file handle."""
-
-    def report(sent: int) -> None:
-        if on_progress is not None and not attempt.over:
-            on_progress(sent, total)
-
-    try:
-        yield upload_pb2.UploadVideoRequest(header=header)
-        with path.open("rb") as source:
-            source.seek(offset)
-            sent = offset
-            report(sent)
-            while sent < total and not attempt.over:
-                data = source.read(min(chunk_size, total - sent))
-                if not data:
-                    raise OSError(f"{path}: the file shrank while it was sent ({sent} bytes)")
-                yield upload_pb2.UploadVideoRequest(chunk=data)
-                sent += len(data)
-                report(sent)
-            if attempt.over:
-                return
-            if source.read(1):
-                raise OSError(f"{path}: the file grew while it was sent (beyond {total} bytes)")
-    except Exception as error:
-        attempt.error = error
-        return
-    yield upload_pb2.UploadVideoRequest(finish_write=True)
-
-
 def resume_offset_from(error: VidscanError, total: int) -> int | None:
     """The offset the server said it expects (INVALID_OFFSET carries it as
     ``expected_offset``): the next stream starts there at once. None when the error
     names none, and the session must be asked (GetUploadSession)."""
-    if error.reason != "INVALID_OFFSET":
+    if not error.stale_offset:
         return None
     try:
         expected = int(error.metadata.get("expected_offset", ""))
@@ -482,15 +344,22 @@ def resume_offset_from(error: VidscanError, total: int) -> int | None:
     return expected if 0 <= expected <= total else None
 
 
-def _sha256(path: Path, chunk_size: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as source:
-        while block := source.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
+def tls_credentials(
+    *, ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None
+) -> grpc.ChannelCredentials:
+    """TLS credentials from PEM files: ``ca_file`` to verify the server (system roots
+    when None), ``cert_file`` and ``key_file`` to present a client certificate (mTLS)."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("cert_file and key_file go together")
 
+    def read(path: str | None) -> bytes | None:
+        if path is None:
+            return None
+        with open(path, "rb") as source:
+            return source.read()
 
-def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
-    message = struct_pb2.Struct()
-    message.update(value)
-    return message
+    return grpc.ssl_channel_credentials(
+        root_certificates=read(ca_file),
+        private_key=read(key_file),
+        certificate_chain=read(cert_file),
+    )
