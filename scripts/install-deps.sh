@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the real servers that tests and benchmarks start (tests/support/services.py):
-# PostgreSQL and Redis from apt, MinIO built with `go install` into a tool dir shared by
-# every clone on this machine. Idempotent and silent when everything is already present.
+# PostgreSQL and Redis from apt, MinIO built with `go install` and Jaeger (the OTLP
+# receiver of the tracing test) built from the pinned tools/jaeger/go.mod, into a tool dir
+# shared by every clone on this machine. Idempotent and silent when everything is already
+# present. A fresh machine spends most of its time here on Jaeger (about 12 min on 2 cores).
 #
 # Env:
 #   VIDSCAN_TOOLS          tool dir for Go-built binaries (default ~/.cache/vidscan/bin)
@@ -10,6 +12,7 @@
 #   VIDSCAN_PG_USER        user that runs postgres when tests run as root (default postgres)
 set -euo pipefail
 
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="${VIDSCAN_TOOLS:-$HOME/.cache/vidscan/bin}"
 MINIO_VERSION="${VIDSCAN_MINIO_VERSION:-latest}"
 PG_USER="${VIDSCAN_PG_USER:-postgres}"
@@ -55,7 +58,22 @@ if [[ $(id -u) -eq 0 ]] && ! id -u "$PG_USER" >/dev/null 2>&1; then
   useradd --system --no-create-home --shell /usr/sbin/nologin "$PG_USER"
 fi
 
+go_build_tool() {  # go_build_tool NAME PACKAGE: a program pinned by tools/NAME/go.mod
+  local name=$1 package=$2 start
+  [[ -x "$TOOLS/$name" ]] && return 0
+  command -v go >/dev/null 2>&1 || { log "go is required to build $name"; exit 1; }
+  mkdir -p "$TOOLS"
+  log "go build $package (pinned in tools/$name/go.mod) -> $TOOLS (can take minutes)"
+  start=$SECONDS
+  # `go install pkg@version` refuses modules with replace directives (Jaeger has some);
+  # a module of our own that requires it as a tool builds it at the pinned version.
+  (cd "$ROOT/tools/$name" && GOTOOLCHAIN=local go build -o "$TOOLS/$name.tmp" "$package")
+  mv "$TOOLS/$name.tmp" "$TOOLS/$name"
+  log "built $name in $((SECONDS - start))s"
+}
+
 go_install minio "github.com/minio/minio@$MINIO_VERSION"
+go_build_tool jaeger github.com/jaegertracing/jaeger/cmd/jaeger
 if [[ "${VIDSCAN_INSTALL_MC:-0}" == 1 ]]; then
   go_install mc "github.com/minio/mc@latest"
 fi

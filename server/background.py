@@ -12,6 +12,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from server import tracing
+
 # How long shutdown waits for analysis workers to finish the job in hand.
 WORKER_STOP_SECONDS = 15.0
 
@@ -26,8 +28,10 @@ class Background:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def spawn(self, coro: Awaitable[None]) -> None:
-        """A loop that runs until the process stops (cancelled then)."""
-        self.loops.append(asyncio.ensure_future(coro))
+        """A loop that runs until the process stops (cancelled then). Loops are not
+        traced: probes and sweeps every few seconds would bury the uploads' traces."""
+        with tracing.untraced():  # the task keeps a copy of this context
+            self.loops.append(asyncio.ensure_future(coro))
 
     def add_worker(self, coro: Awaitable[None]) -> None:
         """A worker that watches ``stopping`` and leaves by itself."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
 from pydantic import ValidationError
 
-from server import logs
+from server import logs, tracing
 from server.config import Settings, load_settings
 from server.main import open_repository, token_authority
 from server.processes import run_workers, serve
@@ -57,6 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logs.configure(level=settings.log_level, fmt=settings.log_format)
     command = args.command or "serve"
+    if command in ("serve", "worker"):
+        try:
+            tracing.choice(os.environ)
+        except ValueError as exc:
+            print(f"vidscan-server: configuration: {exc}", file=sys.stderr)
+            return 2
     if command == "serve":
         problem = settings.serving_problem()
         if problem is not None:

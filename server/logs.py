@@ -20,6 +20,8 @@ from collections.abc import Iterator
 
 from pythonjsonlogger.json import JsonFormatter
 
+from server import tracing
+
 FIELDS = ("request_id", "trace_id", "user_id", "session_id", "video_id", "analysis_id")
 
 # Never mutated in place: bind() and scope() set a new dict, so a task started with a
@@ -35,6 +37,7 @@ def bind(**fields: str) -> None:
     unknown = set(fields) - set(FIELDS)
     assert not unknown, f"not a log context field: {unknown}"
     _context.set({**_context.get(), **{k: v for k, v in fields.items() if v}})
+    tracing.annotate(**fields)  # the same ids on the current span
 
 
 @contextlib.contextmanager
@@ -66,6 +69,9 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in _context.get().items():
             setattr(record, key, value)
+        trace_id = tracing.trace_id()
+        if trace_id is not None:
+            record.trace_id = trace_id
         return True
 
 

@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from vidscan.v1 import analysis_pb2, analysis_pb2_grpc, upload_pb2, upload_pb2_grpc
 
+from server import tracing
 from server.analysis.analyzer import AnalysisRules, AnalysisWorker, Analyzer
 from server.analysis.queue import MemoryQueue, RecoverableQueue, RedisStreamQueue
 from server.analysis.queue_gauges import sample_queue
@@ -204,6 +205,7 @@ async def build_core(settings: Settings, *, clock: Clock = system_clock) -> Core
     try:
         engine = create_engine(database_url(settings))
         closers.append(engine.dispose)
+        tracing.instrument_engine(engine.sync_engine)
         await upgrade_to_head(engine)
         store = await build_store(settings)
         closers.append(store.close)
@@ -358,7 +360,8 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
         wait_budget_seconds=settings.analysis_wait_seconds,
     )
     server = grpc.aio.server(
-        interceptors=[RequestContext(), RpcMetrics()],
+        # Tracing outermost, so the request's log lines carry its trace id.
+        interceptors=[*tracing.server_interceptors(), RequestContext(), RpcMetrics()],
         options=[
             ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
             ("grpc.max_send_message_length", 16 * 1024 * 1024),

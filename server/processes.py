@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 
-from server import metrics
+from server import metrics, tracing
 from server.config import Settings
 from server.main import build_app, build_worker
 
@@ -47,6 +47,14 @@ def start_metrics(settings: Settings) -> None:
 
 async def serve_one(settings: Settings) -> None:
     start_metrics(settings)
+    stop_tracing = tracing.configure("vidscan-server")
+    try:
+        await _serve_one(settings)
+    finally:
+        stop_tracing()
+
+
+async def _serve_one(settings: Settings) -> None:
     app = await build_app(settings)
     await app.server.start()
     host = settings.grpc_listen.rsplit(":", 1)[0]
@@ -60,9 +68,13 @@ async def serve_one(settings: Settings) -> None:
 
 async def run_workers(settings: Settings) -> None:
     """``vidscan-server worker``: analysis workers only, no gRPC server."""
-    core = await build_worker(settings)
-    count = max(1, settings.analysis_workers)
-    print(f"vidscan worker running ({count} consumer(s))", flush=True)
-    await until_signalled()
-    await core.close()
-    log.info("worker stopped")
+    stop_tracing = tracing.configure("vidscan-worker")
+    try:
+        core = await build_worker(settings)
+        count = max(1, settings.analysis_workers)
+        print(f"vidscan worker running ({count} consumer(s))", flush=True)
+        await until_signalled()
+        await core.close()
+        log.info("worker stopped")
+    finally:
+        stop_tracing()

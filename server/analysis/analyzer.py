@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from vidscan.v1 import detection_pb2
 
-from server import metrics
+from server import metrics, tracing
 from server.analysis.queue import Job, JobQueue, retry_delay
 from server.detection.aggregate import aggregate
 from server.detection.contract import ModelContract
@@ -282,7 +282,9 @@ class AnalysisWorker:
             try:
                 job = await self._queue.receive(consumer=self._name, wait_seconds=1.0)
                 if job is not None:
-                    await self._handle(job, retry_delay_seconds=retry_delay_seconds)
+                    # A queued job is its own trace (the upload's ended with its RPC).
+                    with tracing.span("analysis job", {"vidscan.analysis_id": job.analysis_id}):
+                        await self._handle(job, retry_delay_seconds=retry_delay_seconds)
             except VidscanError:
                 log.exception("analysis worker %s: queue trouble; retrying", self._name)
                 with contextlib.suppress(TimeoutError):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from server import logs, metrics
+from server import logs, metrics, tracing
 
 log = logging.getLogger("vidscan.rpc")
 
@@ -119,6 +119,7 @@ class RequestContext(grpc.aio.ServerInterceptor):
         @asynccontextmanager
         async def around(context: Context) -> AsyncIterator[None]:
             with logs.scope(request_id=rid):
+                tracing.annotate(request_id=rid)
                 context.set_trailing_metadata(((REQUEST_ID, rid),))
                 started = time.monotonic()
                 failed: BaseException | None = None

@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 import tritonclient.grpc.aio as triton
+from opentelemetry.trace import SpanKind
 from tritonclient.utils import InferenceServerException
 from tritonclient.utils.shared_memory import SharedMemoryException
 
-from server import metrics
+from server import metrics, tracing
 from server.detection import shm
 from server.detection.contract import ModelContract
 from server.errors import Internal, InvalidUpload, Reason, Unavailable, VidscanError, reason_name
@@ -270,10 +271,19 @@ class TritonDetector:
 
             async def call(t: Any = tensor, o: Any = output) -> Any:
                 return await client.infer(
-                    model, [t], outputs=[o], client_timeout=self._options.timeout_seconds
+                    model,
+                    [t],
+                    outputs=[o],
+                    client_timeout=self._options.timeout_seconds,
+                    headers=tracing.headers(),  # W3C traceparent: Triton can join the trace
                 )
 
-            result = await self._retry(f"inference on {model}", call)
+            with tracing.span(
+                f"Triton infer {model}",
+                {"rpc.system": "grpc", "vidscan.model": model, "vidscan.frames": count},
+                kind=SpanKind.CLIENT,
+            ):
+                result = await self._retry(f"inference on {model}", call)
             values = result.as_numpy(contract.output_name)
             if values is None:
                 raise Internal(Reason.DETECTOR_ERROR, f"{model} returned no {contract.output_name}")

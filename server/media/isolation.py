@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from server import tracing
 from server.errors import Internal, InvalidUpload, Reason, reason_from_name
 from server.media.messages import (
+    OPS,
     RESULTS,
     HeaderInfo,
     MediaLimits,
@@ -119,11 +121,14 @@ class MediaInspector:
             cpu_seconds=cfg.cpu_seconds,
             fault=cfg.fault_injection,
         )
-        outcome = await self._pool.run(
-            encode_request(request, sandbox),
-            timeout_seconds=cfg.timeout_seconds,
-            wait_seconds=self._wait_seconds(deadline),
-        )
+        op = next(name for name, cls in OPS.items() if isinstance(request, cls))
+        with tracing.span(f"media {op}", {"vidscan.media.op": op}):
+            outcome = await self._pool.run(
+                encode_request(request, sandbox),
+                timeout_seconds=cfg.timeout_seconds,
+                wait_seconds=self._wait_seconds(deadline),
+            )
+            tracing.event("media worker answered", outcome=type(outcome).__name__)
         if isinstance(outcome, TimedOut):
             raise InvalidUpload(
                 Reason.VIDEO_UNDECODABLE,

@@ -14,7 +14,9 @@ from typing import Any
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+from opentelemetry.trace import SpanKind
 
+from server import tracing
 from server.errors import Internal, ObjectGone, Reason, Unavailable
 from server.storage.port import PendingMultipart, StoredObject, UploadedPart, multipart_etag
 
@@ -38,7 +40,21 @@ _GONE_CODES = {"NoSuchUpload", "NoSuchKey", "NoSuchBucket", "404", "NotFound"}
 
 @contextlib.contextmanager
 def map_botocore_errors(operation: str) -> Iterator[None]:
-    """The one place where botocore's exceptions become vidscan errors."""
+    """The one place where botocore's exceptions become vidscan errors (and, as every
+    S3 call passes here, where each gets its trace span)."""
+    with (
+        tracing.span(
+            f"S3 {operation}",
+            {"rpc.system": "aws-api", "rpc.service": "S3", "rpc.method": operation},
+            kind=SpanKind.CLIENT,
+        ),
+        _translated(operation),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def _translated(operation: str) -> Iterator[None]:
     try:
         yield
     except ClientError as exc:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from server.config import Settings
@@ -38,13 +39,16 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 class ServerProcess:
-    def __init__(self, settings: Settings, *, log_path: Path) -> None:
+    def __init__(
+        self, settings: Settings, *, log_path: Path, env: Mapping[str, str] | None = None
+    ) -> None:
+        """``env`` adds variables that are not settings (``OTEL_*``)."""
         self.log_path = log_path
         self._log = log_path.open("w")
         self.metrics_port: int | None = None  # when VIDSCAN_METRICS_LISTEN is set
         self.process = subprocess.Popen(
             [sys.executable, "-m", "server.cli", "serve"],
-            env=settings_env(settings, VIDSCAN_GRPC_LISTEN="127.0.0.1:0"),
+            env=settings_env(settings, VIDSCAN_GRPC_LISTEN="127.0.0.1:0", **(env or {})),
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,

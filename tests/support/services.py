@@ -392,3 +392,78 @@ def start_minio(*, workdir: Path) -> MinioServer:
         )
 
     return _start_with_retries(start, tempdir=tempdir)
+
+
+@dataclass(kw_only=True)
+class JaegerServer(_Server):
+    """Jaeger v2 with in-memory storage: an OTLP receiver plus its query API.
+
+    ``otlp_endpoint`` is for ``OTEL_EXPORTER_OTLP_ENDPOINT`` (gRPC, plain text);
+    ``query_url`` serves ``/api/traces`` (the JSON the Jaeger UI reads)."""
+
+    otlp_endpoint: str
+    query_url: str
+
+
+_JAEGER_CONFIG = """\
+service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: []
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+extensions:
+  jaeger_storage:
+    backends:
+      memstore:
+        memory:
+          max_traces: 10000
+  jaeger_query:
+    storage:
+      traces: memstore
+    http:
+      endpoint: 127.0.0.1:{query_http}
+    grpc:
+      endpoint: 127.0.0.1:{query_grpc}
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{otlp_grpc}
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memstore
+"""
+
+
+def start_jaeger(*, workdir: Path) -> JaegerServer:
+    """Start Jaeger (built by scripts/install-deps.sh from tools/jaeger/go.mod); waits
+    until the OTLP port accepts connections and the query API answers."""
+    binary = find_binary("jaeger")
+    tempdir = Path(tempfile.mkdtemp(prefix="jaeger-", dir=workdir))
+
+    def start() -> JaegerServer:
+        otlp, query, query_grpc = free_port(), free_port(), free_port()
+        config = tempdir / "jaeger.yaml"
+        config.write_text(
+            _JAEGER_CONFIG.format(otlp_grpc=otlp, query_http=query, query_grpc=query_grpc)
+        )
+
+        def ready() -> bool:
+            return _tcp_open(otlp) and _http_ok(query, "/api/services")
+
+        argv = [str(binary), "--config", str(config)]
+        return JaegerServer(
+            process=_spawn(argv, tempdir=tempdir, ready=ready, env={**os.environ}),
+            tempdir=tempdir,
+            otlp_endpoint=f"http://127.0.0.1:{otlp}",
+            query_url=f"http://127.0.0.1:{query}",
+        )
+
+    return _start_with_retries(start, tempdir=tempdir)

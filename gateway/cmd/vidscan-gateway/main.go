@@ -8,6 +8,8 @@
 // $VIDSCAN_MAX_UPLOAD_BYTES shared with the server); run with -h for the list.
 // Once listening it logs `listening on http://HOST:PORT` and, with -addr-file, writes
 // HOST:PORT to that file. SIGTERM/SIGINT drain in-flight requests (-shutdown-grace).
+// OpenTelemetry tracing is off unless the standard OTEL_* environment turns it on
+// (OTEL_TRACES_EXPORTER=otlp|console or an OTEL_EXPORTER_OTLP_*ENDPOINT); see README.
 package main
 
 import (
@@ -29,6 +31,7 @@ import (
 	"github.com/vidscan/vidscan/gateway/internal/app"
 	"github.com/vidscan/vidscan/gateway/internal/config"
 	"github.com/vidscan/vidscan/gateway/internal/httpmw"
+	"github.com/vidscan/vidscan/gateway/internal/tracing"
 	"github.com/vidscan/vidscan/gateway/internal/upload"
 )
 
@@ -58,14 +61,33 @@ func run() error {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 
+	// Tracing is off unless the OTEL_* environment enables it (internal/tracing).
+	// Its shutdown is deferred first so that it runs last: buffered spans are
+	// flushed after the HTTP server has drained.
+	traceShutdown, tracingOn, err := tracing.Setup(context.Background(), log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), tracing.ShutdownTimeout)
+		defer cancel()
+		if err := traceShutdown(ctx); err != nil {
+			log.Warn("tracing shutdown", "error", err)
+		}
+	}()
+
 	creds, err := cfg.UpstreamCredentials()
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(cfg.Upstream,
+	dialOpts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithUserAgent("vidscan-gateway"),
-	)
+	}
+	if tracingOn {
+		dialOpts = append(dialOpts, grpc.WithStatsHandler(tracing.ClientStatsHandler()))
+	}
+	conn, err := grpc.NewClient(cfg.Upstream, dialOpts...)
 	if err != nil {
 		return fmt.Errorf("upstream %q: %w", cfg.Upstream, err)
 	}
@@ -98,6 +120,7 @@ func run() error {
 		CORSOrigins: cfg.CORSOrigins,
 		AccessLog:   cfg.AccessLog,
 		Metrics:     httpMetrics,
+		Tracing:     tracingOn,
 	}, conn, log)
 	if err != nil {
 		return err

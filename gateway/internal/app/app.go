@@ -1,6 +1,6 @@
 // Package app wires the gateway's HTTP handler: the grpc-gateway ServeMux with the
 // generated routes, the streaming upload route, /healthz, /openapi.json and the
-// middleware (access log, X-Request-Id, CORS).
+// middleware (access log, X-Request-Id, CORS, metrics, tracing).
 package app
 
 import (
@@ -31,6 +31,10 @@ type Config struct {
 	CORSOrigins string // comma-separated origins, "*" for any, "" for none
 	AccessLog   bool
 	Metrics     *httpmw.Metrics // nil: no HTTP metrics
+	// Tracing gives every request but /healthz an OpenTelemetry server span (global
+	// TracerProvider and propagator, see internal/tracing). The upstream conn needs
+	// tracing.ClientStatsHandler for the gRPC client spans and traceparent metadata.
+	Tracing bool
 }
 
 // New returns the gateway's handler. conn is the upstream gRPC connection.
@@ -38,6 +42,9 @@ func New(cfg Config, conn grpc.ClientConnInterface, log *slog.Logger) (http.Hand
 	var extra []runtime.ServeMuxOption
 	if cfg.Metrics != nil {
 		extra = append(extra, runtime.WithMiddlewares(cfg.Metrics.Route()))
+	}
+	if cfg.Tracing {
+		extra = append(extra, runtime.WithMiddlewares(httpmw.TraceRoute()))
 	}
 	mux := NewServeMux(conn, extra...)
 
@@ -76,6 +83,9 @@ func New(cfg Config, conn grpc.ClientConnInterface, log *slog.Logger) (http.Hand
 	}
 	if cfg.Metrics != nil {
 		h = cfg.Metrics.Wrap(h)
+	}
+	if cfg.Tracing {
+		h = httpmw.Trace(h) // outermost: the span covers the whole request
 	}
 	return h, nil
 }

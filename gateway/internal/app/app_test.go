@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	vidscanv1 "github.com/vidscan/vidscan/gateway/gen/vidscan/v1"
+	"github.com/vidscan/vidscan/gateway/internal/tracing"
 	"github.com/vidscan/vidscan/gateway/internal/upload"
 )
 
@@ -158,6 +159,13 @@ type env struct {
 
 func setup(t *testing.T, cfg upload.Config) *env {
 	t.Helper()
+	return setupWith(t, cfg, false)
+}
+
+// setupWith: traced turns on Config.Tracing and puts tracing.ClientStatsHandler on the
+// upstream conn, as main does when the OTEL_* environment enables tracing.
+func setupWith(t *testing.T, cfg upload.Config, traced bool) *env {
+	t.Helper()
 	fake := newFake()
 	lis := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer()
@@ -168,9 +176,14 @@ func setup(t *testing.T, cfg upload.Config) *env {
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(gs.Stop)
 
-	conn, err := grpc.NewClient("passthrough:///bufnet",
+	opts := []grpc.DialOption{
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	}
+	if traced {
+		opts = append(opts, grpc.WithStatsHandler(tracing.ClientStatsHandler()))
+	}
+	conn, err := grpc.NewClient("passthrough:///bufnet", opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +192,7 @@ func setup(t *testing.T, cfg upload.Config) *env {
 		cfg = upload.Config{MaxUploadBytes: 1 << 20, MultipartSlack: 64 << 10, ChunkBytes: 1024,
 			MaxFieldBytes: 4096, IdleTimeout: 5 * time.Second, ErrorDrainBytes: 4 << 20}
 	}
-	h, err := New(Config{Upload: cfg, CORSOrigins: "https://dash.example"}, conn, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h, err := New(Config{Upload: cfg, CORSOrigins: "https://dash.example", Tracing: traced}, conn, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,5 +1,5 @@
-// Package httpmw holds the gateway's HTTP middleware: X-Request-Id, CORS and the
-// access log.
+// Package httpmw holds the gateway's HTTP middleware: X-Request-Id, CORS, the
+// access log, Prometheus metrics and OpenTelemetry server spans.
 package httpmw
 
 import (
@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 
 	vidscanv1 "github.com/vidscan/vidscan/gateway/gen/vidscan/v1"
@@ -22,7 +24,8 @@ const RequestIDHeader = "X-Request-Id"
 
 // RequestID makes sure every request carries a usable X-Request-Id (a client's value is
 // kept when it is 1..128 printable ASCII characters, else replaced by a new UUIDv4)
-// and echoes it in the response.
+// and echoes it in the response. The request's span (if any) gets it as the
+// vidscan.request_id attribute.
 func RequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get(RequestIDHeader)
@@ -31,6 +34,9 @@ func RequestID(next http.Handler) http.Handler {
 			r.Header.Set(RequestIDHeader, id)
 		}
 		w.Header().Set(RequestIDHeader, id)
+		if span := trace.SpanFromContext(r.Context()); span.IsRecording() {
+			span.SetAttributes(attribute.String(RequestIDAttribute, id))
+		}
 		next.ServeHTTP(w, r)
 	})
 }
