@@ -88,6 +88,28 @@ class Settings(BaseSettings):
     max_connection_age_grace_seconds: Annotated[float, Field(ge=0)] = 600.0
     keepalive_seconds: Annotated[float, Field(ge=10)] = 60.0
     max_receive_message_bytes: int = DEFAULT_MAX_RECEIVE_MESSAGE_BYTES
+    # gRPC transport limits: concurrent calls (HTTP/2 streams) one connection may
+    # carry, and how long a connection with no call stays open.
+    max_concurrent_streams: Annotated[int, Field(ge=1)] = 100
+    max_connection_idle_seconds: Annotated[float, Field(gt=0)] = 300.0
+
+    # Abuse limits (server/limits/): refused with RESOURCE_EXHAUSTED + RetryInfo. The
+    # per-user ones are shared by every replica through Redis (memory when embedded).
+    # An UploadVideo stream that receives nothing for stream_idle_seconds, or less than
+    # stream_min_bytes_per_second over that long (time the server waits for the
+    # client only), is ended with UPLOAD_STALLED; what it stored stays resumable.
+    stream_idle_seconds: Annotated[float, Field(ge=0)] = 30.0  # 0: never cut
+    stream_min_bytes_per_second: Annotated[float, Field(ge=0)] = 1024.0  # 0: no minimum
+    # ... and idle for this long while other streams wait for the part budget.
+    stream_idle_under_pressure_seconds: Annotated[float, Field(ge=0)] = 5.0  # 0: as idle
+    max_sessions_per_user: Annotated[int, Field(ge=0)] = 1000  # active ones; 0: no limit
+    max_streams_per_user: Annotated[int, Field(ge=0)] = 16  # 0: no limit
+    max_streams_per_process: Annotated[int, Field(ge=0)] = 512  # 0: no limit
+    # Token buckets per user: CreateUploadSession, and the other unary RPCs together.
+    create_session_rate: Annotated[float, Field(ge=0)] = 20.0  # per second; 0: no limit
+    create_session_burst: Annotated[int, Field(ge=1)] = 200
+    unary_rate: Annotated[float, Field(ge=0)] = 100.0
+    unary_burst: Annotated[int, Field(ge=1)] = 400
 
     # Backing services; empty means the embedded adapter.
     database_url: str = Field(default="", validation_alias=_env("DATABASE_URL"))

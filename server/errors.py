@@ -16,7 +16,10 @@
      ├── IncompleteUpload             INVALID_ARGUMENT   UPLOAD_INCOMPLETE
      ├── OffsetMismatch               OUT_OF_RANGE       INVALID_OFFSET
      ├── SessionBusy                  ABORTED            SESSION_BUSY, SESSION_LOCK_LOST
+     ├── StreamStalled                ABORTED            UPLOAD_STALLED (resumable)
      ├── QuotaExceeded                RESOURCE_EXHAUSTED QUOTA_EXCEEDED
+     ├── LimitExceeded                RESOURCE_EXHAUSTED TOO_MANY_SESSIONS, TOO_MANY_STREAMS,
+     │                                                   SERVER_BUSY, RATE_LIMITED
      ├── StorageFull                  RESOURCE_EXHAUSTED STORAGE_FULL
      ├── Cancelled                    CANCELLED          UPLOAD_CANCELLED
      ├── Unavailable                  UNAVAILABLE        STORAGE_UNAVAILABLE, DATABASE_UNAVAILABLE,
@@ -152,7 +155,20 @@ class SessionBusy(VidscanError):
     code = grpc.StatusCode.ABORTED
 
 
+class StreamStalled(VidscanError):
+    """The client stopped sending (or sends below the minimum rate). Like a dropped
+    connection, the upload is suspended, not discarded: resume it."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class QuotaExceeded(VidscanError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class LimitExceeded(VidscanError):
+    """An abuse limit (sessions, streams, request rate): refused now, with RetryInfo."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
@@ -218,6 +234,11 @@ ERROR_CLASSES: Final[Mapping[ErrorReason, type[VidscanError]]] = MappingProxyTyp
         Reason.SESSION_BUSY: SessionBusy,
         Reason.SESSION_LOCK_LOST: SessionBusy,
         Reason.QUOTA_EXCEEDED: QuotaExceeded,
+        Reason.UPLOAD_STALLED: StreamStalled,
+        Reason.TOO_MANY_SESSIONS: LimitExceeded,
+        Reason.TOO_MANY_STREAMS: LimitExceeded,
+        Reason.SERVER_BUSY: LimitExceeded,
+        Reason.RATE_LIMITED: LimitExceeded,
         Reason.STORAGE_FULL: StorageFull,
         Reason.UPLOAD_CANCELLED: Cancelled,
         Reason.STORAGE_UNAVAILABLE: Unavailable,

@@ -45,6 +45,10 @@ from server.faults import FaultPoints, parse_fault_points
 from server.health import LIVENESS, Dependency, DependencyHealth
 from server.janitor import Janitor
 from server.lifecycle import Admission
+from server.limits.memory import MemoryLeaseSets, MemoryTokenBuckets
+from server.limits.policy import LimitRules, UserLimits
+from server.limits.port import LeaseSets, Rate, TokenBuckets
+from server.limits.redis import RedisLeaseSets, RedisTokenBuckets
 from server.media.isolation import MediaInspector, MediaWorkerConfig
 from server.media.pool import MediaPool
 from server.sessions.memory import MemorySessionStore
@@ -57,6 +61,7 @@ from server.storage.s3 import S3ObjectStore
 from server.upload.budget import PartBudget
 from server.upload.open_session import SessionOpener
 from server.upload.pipeline import UploadPipeline, UploadRules
+from server.upload.stall import StallPolicy
 
 log = logging.getLogger("vidscan")
 
@@ -124,6 +129,33 @@ def build_sessions(settings: Settings, clock: Clock) -> LockingSessionStore:
     if settings.redis_url:
         return RedisSessionStore.from_url(settings.redis_url)
     return MemorySessionStore(clock=clock)
+
+
+async def build_limits(settings: Settings, closers: list[Closer]) -> UserLimits:
+    """Per-user limits, shared by the replicas through Redis (memory when embedded)."""
+    buckets: TokenBuckets
+    leases: LeaseSets
+    if settings.redis_url:
+        buckets = RedisTokenBuckets.from_url(settings.redis_url)
+        leases = RedisLeaseSets.from_url(settings.redis_url)
+    else:
+        buckets, leases = MemoryTokenBuckets(), MemoryLeaseSets()
+    closers.extend([buckets.close, leases.close])
+
+    def rate(per_second: float, burst: int) -> Rate | None:
+        return Rate(per_second=per_second, burst=burst) if per_second > 0 else None
+
+    return UserLimits(
+        buckets=buckets,
+        leases=leases,
+        rules=LimitRules(
+            create_rate=rate(settings.create_session_rate, settings.create_session_burst),
+            unary_rate=rate(settings.unary_rate, settings.unary_burst),
+            max_sessions=settings.max_sessions_per_user,
+            session_ttl_seconds=settings.session_ttl_seconds,
+            max_streams=settings.max_streams_per_user,
+        ),
+    )
 
 
 def build_queue(settings: Settings) -> RecoverableQueue:
@@ -331,6 +363,7 @@ class App:
 
 async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
     core = await build_core(settings, clock=clock)
+    budget = PartBudget(limit_bytes=settings.part_budget_bytes)
     pipeline = UploadPipeline(
         sessions=core.sessions,
         locker=core.locker,
@@ -347,10 +380,11 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
         ),
         clock=clock,
         faults=fault_points(settings),
-        budget=PartBudget(limit_bytes=settings.part_budget_bytes),
+        budget=budget,
     )
     auth = authenticator(settings, clock)
-    admission = Admission()
+    admission = Admission(max_in_flight=settings.max_streams_per_process)
+    limits = await build_limits(settings, core.background.closers)
     stage = AnalysisStage(
         allowed_models=settings.model_allow_list,
         default_model=settings.default_model,
@@ -387,6 +421,15 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.http2.max_pings_without_data", 0),
+            # Keepalive enforcement: a client pinging more often than every 10 s (with
+            # no call data between) gets a strike; after 2 the server sends GOAWAY
+            # ENHANCE_YOUR_CALM, as gRPC's keepalive policy prescribes.
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.max_ping_strikes", 2),
+            # Calls one connection may carry at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS;
+            # more wait in the client), and how long a connection without calls stays.
+            ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+            ("grpc.max_connection_idle_ms", int(settings.max_connection_idle_seconds * 1000)),
         ],
     )
     upload_pb2_grpc.add_UploadServiceServicer_to_server(  # type: ignore[no-untyped-call]
@@ -399,17 +442,26 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
                 clock=clock,
                 ttl=timedelta(seconds=settings.session_ttl_seconds),
                 max_bytes=settings.max_upload_bytes,
+                limits=limits,
             ),
             pipeline=pipeline,
             analysis=stage,
             admission=admission,
+            limits=limits,
+            stall=StallPolicy(
+                idle_seconds=settings.stream_idle_seconds,
+                min_bytes_per_second=settings.stream_min_bytes_per_second,
+                pressured_idle_seconds=settings.stream_idle_under_pressure_seconds,
+            ),
+            pressure=lambda: budget.contended,
             clock=clock,
             max_metadata_bytes=settings.max_metadata_bytes,
         ),
         server,
     )
     analysis_pb2_grpc.add_AnalysisServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        AnalysisServicer(auth=auth, repository=core.repository, store=core.store), server
+        AnalysisServicer(auth=auth, repository=core.repository, store=core.store, limits=limits),
+        server,
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

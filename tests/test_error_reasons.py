@@ -25,6 +25,7 @@ from server import errors
 from server.errors import (
     ERROR_CLASSES,
     GATEWAY_REASONS,
+    LimitExceeded,
     Reason,
     VidscanError,
     reason_from_name,
@@ -174,9 +175,12 @@ def test_the_client_knows_what_to_do_after_every_reason(reason: ErrorReason) -> 
     if code == grpc.StatusCode.UNAVAILABLE:
         assert recovery is client_errors.Recovery.RETRY, "UNAVAILABLE is always retried"
     if recovery is client_errors.Recovery.RETRY:
-        # Retrying a refusal would only repeat it: only transient conditions retry.
-        assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED) or reason in (
-            Reason.UPLOAD_INCOMPLETE,
+        # Retrying a refusal would only repeat it: only transient conditions retry
+        # (an abuse limit frees up; the server says when, in RetryInfo).
+        assert (
+            code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED)
+            or reason in (Reason.UPLOAD_INCOMPLETE,)
+            or ERROR_CLASSES[reason] is LimitExceeded
         )
     if recovery is client_errors.Recovery.RESUME_AT_OFFSET:
         assert code == grpc.StatusCode.OUT_OF_RANGE

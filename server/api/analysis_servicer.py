@@ -11,6 +11,7 @@ from server.api import messages
 from server.api.status import rpc_errors
 from server.auth import Authenticator
 from server.errors import NotFound, Reason
+from server.limits.policy import UserLimits
 from server.records.port import VideoRepository
 from server.storage.port import ObjectStore
 
@@ -19,9 +20,15 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
     def __init__(
-        self, *, auth: Authenticator, repository: VideoRepository, store: ObjectStore
+        self,
+        *,
+        auth: Authenticator,
+        repository: VideoRepository,
+        store: ObjectStore,
+        limits: UserLimits,
     ) -> None:
         self._auth = auth
+        self._limits = limits
         self._repo = repository
         self._store = store
 
@@ -30,6 +37,7 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
         self, request: analysis_pb2.GetVideoRequest, context: Context
     ) -> analysis_pb2.GetVideoResponse:
         user_id = await self._auth.user_from_metadata(context.invocation_metadata())
+        await self._limits.check_rate(user_id, "unary")
         row = await self._repo.get_video(user_id=user_id, video_id=request.video_id)
         if row is None:
             raise NotFound(
@@ -47,6 +55,7 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
         self, request: analysis_pb2.GetAnalysisRequest, context: Context
     ) -> analysis_pb2.GetAnalysisResponse:
         user_id = await self._auth.user_from_metadata(context.invocation_metadata())
+        await self._limits.check_rate(user_id, "unary")
         row = await self._repo.get_analysis(user_id=user_id, analysis_id=request.analysis_id)
         if row is None:
             raise NotFound(

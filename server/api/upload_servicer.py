@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -23,16 +24,20 @@ from server.errors import (
     InvalidUpload,
     Reason,
     StorageFull,
+    StreamStalled,
     Unavailable,
     VidscanError,
     invalid_field,
     reason_name,
 )
 from server.lifecycle import Admission
+from server.limits.policy import UserLimits
 from server.sessions.port import SessionRecord, SessionState, SessionStore
 from server.upload.open_session import SessionOpener
 from server.upload.pipeline import UploadInput, UploadPipeline, session_not_found
+from server.upload.stall import StallPolicy, watched
 
+log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
 _HEX = set("0123456789abcdef")
 
@@ -47,7 +52,10 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         pipeline: UploadPipeline,
         analysis: AnalysisStage,
         admission: Admission,
+        limits: UserLimits,
+        stall: StallPolicy,
         clock: Clock,
+        pressure: Callable[[], bool] = lambda: False,
         max_metadata_bytes: int,
     ) -> None:
         self._auth = auth
@@ -56,6 +64,9 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         self._pipeline = pipeline
         self._analysis = analysis
         self._admission = admission
+        self._limits = limits
+        self._stall = stall
+        self._pressure = pressure
         self._clock = clock
         self._max_metadata = max_metadata_bytes
 
@@ -70,6 +81,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         self, request: upload_pb2.CreateUploadSessionRequest, context: Context
     ) -> upload_pb2.CreateUploadSessionResponse:
         user_id = await self._auth.user_from_metadata(context.invocation_metadata())
+        await self._limits.check_rate(user_id, "create")
         self._admission.check_open()
         record = await self._opener.open(
             user_id=user_id,
@@ -84,6 +96,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         self, request: upload_pb2.GetUploadSessionRequest, context: Context
     ) -> upload_pb2.GetUploadSessionResponse:
         user_id = await self._auth.user_from_metadata(context.invocation_metadata())
+        await self._limits.check_rate(user_id, "unary")
         record = await self._owned(request.session_id, user_id)
         return messages.session_status(record, self._clock())
 
@@ -92,10 +105,12 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         self, request: upload_pb2.CancelUploadSessionRequest, context: Context
     ) -> upload_pb2.CancelUploadSessionResponse:
         user_id = await self._auth.user_from_metadata(context.invocation_metadata())
+        await self._limits.check_rate(user_id, "unary")
         record = await self._owned(request.session_id, user_id)
         if record.state is SessionState.COMPLETED:
             raise session_not_found(request.session_id)
         changed = await self._pipeline.cancel(record)
+        await self._limits.release_session(user_id, record.session_id)
         return upload_pb2.CancelUploadSessionResponse(
             session_id=record.session_id, cleanup_performed=changed
         )
@@ -126,32 +141,55 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
     ) -> upload_pb2.UploadVideoResponse:
         user_id = await self._auth.user_from_metadata(context.invocation_metadata())
         with self._admission.admit():
-            first = await anext(aiter(request_iterator), None)
-            if first is None or first.WhichOneof("payload") != "header":
-                raise InvalidUpload(
-                    Reason.MISSING_HEADER, "the first message of UploadVideo must carry `header`"
-                )
-            upload = self._parse_header(first.header, user_id, _deadline(context))
-            logs.bind(session_id=upload.session_id)
-            if upload.write_offset > 0:
-                metrics.UPLOADS_RESUMED.inc()
-            stored = await self._pipeline.run(upload, _chunks(request_iterator, context))
-            last_byte = time.monotonic()
-            logs.bind(video_id=stored.video.id, analysis_id=stored.analysis.id)
-            # The inline analysis wait never outlives the client's deadline: a verdict
-            # the client has stopped waiting for is wasted (None: no deadline).
-            analysis_row = await self._analysis.after_upload(
-                stored, time_left=context.time_remaining()
+            async with self._limits.stream(user_id):
+                return await self._stream(user_id, request_iterator, context)
+
+    async def _stream(
+        self,
+        user_id: str,
+        request_iterator: AsyncIterator[upload_pb2.UploadVideoRequest],
+        context: Context,
+    ) -> upload_pb2.UploadVideoResponse:
+        requests = watched(request_iterator, self._stall, _chunk_size, pressure=self._pressure)
+        first = await anext(requests, None)
+        if first is None or first.WhichOneof("payload") != "header":
+            raise InvalidUpload(
+                Reason.MISSING_HEADER, "the first message of UploadVideo must carry `header`"
             )
-            return upload_pb2.UploadVideoResponse(
-                result=messages.upload_result(
-                    video_row=stored.video,
-                    analysis_row=analysis_row,
-                    uri=stored.object_uri,
-                    processing_time=round(time.monotonic() - last_byte, 3),
-                    deduplicated=stored.deduplicated,
-                )
+        upload = self._parse_header(first.header, user_id, _deadline(context))
+        logs.bind(session_id=upload.session_id)
+        if upload.write_offset > 0:
+            metrics.UPLOADS_RESUMED.inc()
+        try:
+            stored = await self._pipeline.run(upload, _chunks(requests, context))
+        except VidscanError as error:
+            if not isinstance(error, Unavailable | StreamStalled | IncompleteUpload):
+                await self._release_if_ended(user_id, upload.session_id)
+            raise
+        last_byte = time.monotonic()
+        await self._limits.release_session(user_id, upload.session_id)
+        logs.bind(video_id=stored.video.id, analysis_id=stored.analysis.id)
+        # The inline analysis wait never outlives the client's deadline: a verdict
+        # the client has stopped waiting for is wasted (None: no deadline).
+        analysis_row = await self._analysis.after_upload(stored, time_left=context.time_remaining())
+        return upload_pb2.UploadVideoResponse(
+            result=messages.upload_result(
+                video_row=stored.video,
+                analysis_row=analysis_row,
+                uri=stored.object_uri,
+                processing_time=round(time.monotonic() - last_byte, 3),
+                deduplicated=stored.deduplicated,
             )
+        )
+
+    async def _release_if_ended(self, user_id: str, session_id: str) -> None:
+        """A refused file cancels its session: its slot is free again."""
+        try:
+            record = await self._sessions.get(session_id)
+            if record is not None and record.state is not SessionState.ACTIVE:
+                await self._limits.release_session(user_id, session_id)
+        except VidscanError:  # the slot expires with the session anyway
+            log.warning("could not free the session slot of %s", session_id, exc_info=True)
 
     def _parse_header(
         self, header: upload_pb2.UploadHeader, user_id: str, deadline: float | None
@@ -196,6 +234,10 @@ def _deadline(context: Context) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
+def _chunk_size(message: upload_pb2.UploadVideoRequest) -> int:
+    return len(message.chunk)
+
+
 async def _chunks(
     requests: AsyncIterator[upload_pb2.UploadVideoRequest], context: Context
 ) -> AsyncIterator[bytes]:
@@ -227,7 +269,7 @@ def upload_outcome(error: VidscanError) -> str:
     """How an UploadVideo that failed is counted: ``refused`` (the client's request,
     final), ``interrupted`` (resumable: cut, cancelled, a backend down) or ``failed``
     (our fault)."""
-    if isinstance(error, IncompleteUpload | Cancelled | Unavailable):
+    if isinstance(error, IncompleteUpload | Cancelled | Unavailable | StreamStalled):
         return "interrupted"
     if isinstance(error, Internal | StorageFull):
         return "failed"

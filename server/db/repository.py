@@ -71,6 +71,14 @@ class SqlRepository:
             if spent is not None:  # recorded already (a finish that crashed): spent once
                 return
             await self._ensure_quota_row(conn, user_id)
+            await conn.execute(
+                insert(QuotaReservationRow).values(
+                    session_id=session_id, user_id=user_id, created_at=self._clock()
+                )
+            )
+            # Last before COMMIT: the user's quota row stays locked for one round trip
+            # only, so many streams of one user do not queue behind each other (the
+            # reservation above is rolled back with it when no unit is left).
             result = await conn.execute(
                 update(UserQuotaRow)
                 .where(UserQuotaRow.user_id == user_id, UserQuotaRow.remaining > 0)
@@ -84,11 +92,6 @@ class SqlRepository:
                         QuotaViolation(f"user:{user_id}", "no uploads left in the user's quota")
                     ],
                 )
-            await conn.execute(
-                insert(QuotaReservationRow).values(
-                    session_id=session_id, user_id=user_id, created_at=self._clock()
-                )
-            )
 
     async def release_quota(self, *, session_id: str) -> bool:
         """Gives a reserved unit back. False if there was no reservation (already

@@ -28,6 +28,11 @@ class PartBudget:
     def in_use(self) -> int:
         return self.limit - self._free
 
+    @property
+    def contended(self) -> bool:
+        """Some stream waits for budget (server/upload/stall.py cuts idle ones sooner)."""
+        return bool(self._waiters)
+
     async def acquire(self, size: int) -> int:
         """Takes ``size`` bytes (capped at the whole budget, so a part larger than
         the budget still runs, alone); returns what was taken, for ``release``."""

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from server.clock import Clock
 from server.errors import InvalidUpload, QuotaExceeded, QuotaViolation, Reason
+from server.limits.policy import UserLimits
 from server.records.port import QuotaLedger
 from server.sessions.port import SessionRecord, SessionState, SessionStore
 
@@ -26,9 +27,11 @@ class SessionOpener:
         clock: Clock,
         ttl: timedelta,
         max_bytes: int,
+        limits: UserLimits | None = None,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self._sessions = sessions
+        self._limits = limits
         self._repo = repository
         self._clock = clock
         self._ttl = ttl
@@ -57,5 +60,12 @@ class SessionOpener:
             expires_at=now + self._ttl,
             max_bytes=self._max_bytes,
         )
-        await self._sessions.create(record)
+        if self._limits is not None:  # TOO_MANY_SESSIONS before anything is created
+            await self._limits.hold_session(user_id, record.session_id)
+        try:
+            await self._sessions.create(record)
+        except BaseException:
+            if self._limits is not None:
+                await self._limits.release_session(user_id, record.session_id)
+            raise
         return record

@@ -25,6 +25,10 @@ from server.upload.budget import PartBudget
 from server.upload.progress import UploadProgress, tail_key
 from server.upload.resumable_hash import ResumableSha256
 
+# What a part may hold before it takes its budget: per stream, so at most
+# max_streams_per_process x this is held outside the budget (512 x 256 KiB = 128 MiB).
+UNRESERVED_BYTES = 256 * 1024
+
 
 @dataclass(frozen=True)
 class _Sending:
@@ -107,14 +111,24 @@ class PartWriter:
             await self._settle_oldest()  # record progress as soon as S3 has a part
         if not data:
             return
-        if self._budget is not None and not self._reserved:
+        if self._needs_reservation(len(data)):
             await self._reserve()
         self._chunks.append(data)
         self._buffered += len(data)
         while self._buffered >= self._part_size:
             await self._send_part(self._part_size)
-        if self._budget is not None and self._buffered and not self._reserved:
+        if self._needs_reservation(0):
             await self._reserve()  # the bytes left over start the next part
+
+    def _needs_reservation(self, incoming: int) -> bool:
+        """A part takes budget once it holds more than UNRESERVED_BYTES: a stream that
+        sent a few bytes and went silent holds none (it could otherwise keep a whole
+        part's budget from the streams that are sending, until it is cut)."""
+        return (
+            self._budget is not None
+            and not self._reserved
+            and self._buffered + incoming > UNRESERVED_BYTES
+        )
 
     async def _reserve(self) -> None:
         """Budget for the part about to be filled (before its first byte is kept)."""

@@ -77,6 +77,13 @@ _RETRY: Final = (
     R.MEDIA_WORKERS_BUSY,
     R.IDENTITY_PROVIDER_UNAVAILABLE,
     R.UPLOAD_IDLE_TIMEOUT,
+    # UPLOAD_STALLED: this client paused longer than the server's idle timeout; what
+    # it sent is kept. The limits (RESOURCE_EXHAUSTED) free up: wait the RetryInfo delay.
+    R.UPLOAD_STALLED,
+    R.TOO_MANY_SESSIONS,
+    R.TOO_MANY_STREAMS,
+    R.SERVER_BUSY,
+    R.RATE_LIMITED,
 )
 # The client's action for every vidscan.v1.ErrorReason, keyed by the generated enum;
 # tests/test_error_reasons.py fails when a proto value has no entry.

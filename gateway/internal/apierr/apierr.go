@@ -123,6 +123,11 @@ var reasonHTTPStatus = map[vidscanv1.ErrorReason]int{
 	vidscanv1.ErrorReason_METHOD_NOT_ALLOWED:            http.StatusMethodNotAllowed,
 	vidscanv1.ErrorReason_BAD_REQUEST:                   http.StatusBadRequest,
 	vidscanv1.ErrorReason_IDENTITY_PROVIDER_UNAVAILABLE: http.StatusServiceUnavailable,
+	vidscanv1.ErrorReason_UPLOAD_STALLED:                http.StatusConflict, // ABORTED: resume
+	vidscanv1.ErrorReason_TOO_MANY_SESSIONS:             http.StatusTooManyRequests,
+	vidscanv1.ErrorReason_TOO_MANY_STREAMS:              http.StatusTooManyRequests,
+	vidscanv1.ErrorReason_SERVER_BUSY:                   http.StatusTooManyRequests,
+	vidscanv1.ErrorReason_RATE_LIMITED:                  http.StatusTooManyRequests,
 }
 
 // Reason returns the ErrorInfo reason of st as sent (a newer server may send a
