@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The services, server process and video helpers are the test suite's own.
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
-SCENARIOS = ("throughput", "memory", "rejection", "load", "analysis")
+SCENARIOS = ("throughput", "memory", "rejection", "load", "analysis", "abuse")
 
 
 def main() -> int:

@@ -337,6 +337,13 @@ class Server:
         so each benchmark upload comes from its own user to take the full path."""
         return token_authority(self.settings).mint(f"bench-{uuid.uuid4().hex[:12]}")
 
+    def user_tokens(self, count: int, prefix: str = "bench-load") -> list[str]:
+        """Tokens for ``count`` distinct users (``PREFIX-000`` ...): load spread over
+        many users, as real traffic is, so that no one user meets the per-user limits
+        (request rates, active sessions, open streams)."""
+        authority = token_authority(self.settings)
+        return [authority.mint(f"{prefix}-{i:03d}") for i in range(count)]
+
     @property
     def target(self) -> str:
         return self.process.target

@@ -23,7 +23,7 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 def main() -> int:
     from bench.common import services, small_clip, vidscan
     from bench.ghz_sessions import create_sessions, data_template
-    from bench.load import _ghz
+    from bench.load import USERS, _ghz
 
     parser = argparse.ArgumentParser(prog="python -m bench.ghz_upload", description=__doc__)
     parser.add_argument("-c", type=int, default=50, help="ghz concurrency")
@@ -38,13 +38,14 @@ def main() -> int:
         clip = small_clip()
         data_file = env.workdir / "ghz-upload.json"
         with vidscan(env, "ghz-upload", **overrides) as server:
+            tokens = server.user_tokens(USERS)
             for run in range(args.runs):
-                sessions = create_sessions(server.target, server.token, args.n)
+                sessions = create_sessions(server.target, tokens, args.n)
                 data_file.write_text(data_template(sessions, clip))
                 report = _ghz(
                     "upload-video.json",
                     server.target,
-                    server.token,
+                    tokens,
                     *("-c", str(args.c), "-n", str(args.n), "--data-file", str(data_file)),
                 )
                 latency = {
