@@ -20,8 +20,9 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +32,7 @@ from server.limits.port import LeaseSets, Rate, TokenBuckets
 log = logging.getLogger(__name__)
 
 STREAM_LEASE_SECONDS = 60.0
+MAX_REMEMBERED_REFUSALS = 10_000
 # How soon a client refused for too many sessions or streams should look again.
 SLOT_RETRY_SECONDS = 5.0
 
@@ -47,17 +49,41 @@ class LimitRules:
 
 
 class UserLimits:
-    def __init__(self, *, buckets: TokenBuckets, leases: LeaseSets, rules: LimitRules) -> None:
+    def __init__(
+        self,
+        *,
+        buckets: TokenBuckets,
+        leases: LeaseSets,
+        rules: LimitRules,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._buckets = buckets
         self._leases = leases
         self._rules = rules
+        self._clock = clock
+        # Buckets known to be empty until then: no token can appear before the time
+        # the store itself gave, so asking it again before that is wasted.
+        self._refused_until: dict[str, float] = {}
+
+    def _remember_refusal(self, key: str, until: float, now: float) -> None:
+        if len(self._refused_until) >= MAX_REMEMBERED_REFUSALS:
+            self._refused_until = {k: t for k, t in self._refused_until.items() if t > now}
+            if len(self._refused_until) >= MAX_REMEMBERED_REFUSALS:
+                return
+        self._refused_until[key] = until
 
     async def check_rate(self, user_id: str, kind: RateKind) -> None:
         """Takes one request from the user's bucket, or refuses with RATE_LIMITED."""
         rate = self._rules.create_rate if kind == "create" else self._rules.unary_rate
         if rate is None:
             return
-        wait = await self._buckets.take(f"{kind}:{user_id}", rate)
+        key = f"{kind}:{user_id}"
+        now = self._clock()
+        wait = self._refused_until.get(key, 0.0) - now
+        if wait <= 0:  # else: refused again without asking the store (a flood is cheap)
+            wait = await self._buckets.take(key, rate)
+            if wait > 0:
+                self._remember_refusal(key, now + wait, now)
         if wait > 0:
             raise LimitExceeded(
                 Reason.RATE_LIMITED,
