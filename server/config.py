@@ -122,6 +122,16 @@ class Settings(BaseSettings):
         default=SecretStr(""), validation_alias=_env("AWS_SECRET_ACCESS_KEY")
     )
     triton_url: str = Field(default="", validation_alias=_env("TRITON_URL"))
+    # Playable URLs (server/storage/links.py): S3 objects get presigned GET URLs valid
+    # this long, signed for the endpoint browsers reach (default: S3_ENDPOINT_URL);
+    # the embedded store's videos are served by the gateway at
+    # /v1/videos/{id}/content, under public_base_url when set (else a relative path).
+    s3_public_endpoint_url: str = Field(default="", validation_alias=_env("S3_PUBLIC_ENDPOINT_URL"))
+    playback_url_seconds: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] = 3600
+    public_base_url: str = ""
+    # Key of the content route's signed links; empty: derived from jwt_secret (random
+    # per process while that is the built-in development secret).
+    url_signing_key: SecretStr = SecretStr("")
 
     # Embedded defaults live under one directory.
     data_dir: Path = Path("var")

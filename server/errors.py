@@ -15,6 +15,7 @@
      │                                                   MODEL_NOT_ALLOWED
      ├── IncompleteUpload             INVALID_ARGUMENT   UPLOAD_INCOMPLETE
      ├── OffsetMismatch               OUT_OF_RANGE       INVALID_OFFSET
+     ├── RangeNotSatisfiable          OUT_OF_RANGE       RANGE_NOT_SATISFIABLE
      ├── SessionBusy                  ABORTED            SESSION_BUSY, SESSION_LOCK_LOST
      ├── StreamStalled                ABORTED            UPLOAD_STALLED (resumable)
      ├── QuotaExceeded                RESOURCE_EXHAUSTED QUOTA_EXCEEDED
@@ -151,6 +152,10 @@ class OffsetMismatch(VidscanError):
     code = grpc.StatusCode.OUT_OF_RANGE
 
 
+class RangeNotSatisfiable(VidscanError):
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
 class SessionBusy(VidscanError):
     code = grpc.StatusCode.ABORTED
 
@@ -231,6 +236,7 @@ ERROR_CLASSES: Final[Mapping[ErrorReason, type[VidscanError]]] = MappingProxyTyp
         Reason.MODEL_NOT_ALLOWED: InvalidUpload,
         Reason.UPLOAD_INCOMPLETE: IncompleteUpload,
         Reason.INVALID_OFFSET: OffsetMismatch,
+        Reason.RANGE_NOT_SATISFIABLE: RangeNotSatisfiable,
         Reason.SESSION_BUSY: SessionBusy,
         Reason.SESSION_LOCK_LOST: SessionBusy,
         Reason.QUOTA_EXCEEDED: QuotaExceeded,

@@ -19,7 +19,14 @@ from datetime import timedelta
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from vidscan.v1 import analysis_pb2, analysis_pb2_grpc, upload_pb2, upload_pb2_grpc
+from vidscan.v1 import (
+    analysis_pb2,
+    analysis_pb2_grpc,
+    content_pb2,
+    content_pb2_grpc,
+    upload_pb2,
+    upload_pb2_grpc,
+)
 
 from server import tracing
 from server.analysis.analyzer import AnalysisRules, AnalysisWorker, Analyzer
@@ -28,13 +35,14 @@ from server.analysis.queue_gauges import sample_queue
 from server.analysis.recovery import QueueRecovery
 from server.analysis.stage import AnalysisStage
 from server.api.analysis_servicer import AnalysisServicer
+from server.api.content_servicer import ContentServicer
 from server.api.interceptors import RequestContext, RpcMetrics
 from server.api.reflection import enable_reflection
 from server.api.upload_servicer import UploadServicer
 from server.auth import Authenticator, JwksKeys, TokenAuthority
 from server.background import Background, Closer
 from server.clock import Clock, system_clock
-from server.config import Settings
+from server.config import DEVELOPMENT_JWT_SECRET, Settings
 from server.db.analyses import SqlAnalysisRepository
 from server.db.engine import create_engine
 from server.db.migrate import upgrade_to_head
@@ -55,9 +63,11 @@ from server.sessions.memory import MemorySessionStore
 from server.sessions.port import LockingSessionStore, SessionLocker, SessionStore
 from server.sessions.redis import RedisSessionStore
 from server.storage.filesystem import FilesystemObjectStore
+from server.storage.links import ContentRouteLinks, PlaybackLinks, PresignedLinks
 from server.storage.offload import IoThreadStore
 from server.storage.port import InventoriedStore
 from server.storage.s3 import S3ObjectStore
+from server.storage.signing import LinkSigner
 from server.upload.budget import PartBudget
 from server.upload.open_session import SessionOpener
 from server.upload.pipeline import UploadPipeline, UploadRules
@@ -68,6 +78,7 @@ log = logging.getLogger("vidscan")
 SERVICE_NAMES = (
     upload_pb2.DESCRIPTOR.services_by_name["UploadService"].full_name,
     analysis_pb2.DESCRIPTOR.services_by_name["AnalysisService"].full_name,
+    content_pb2.DESCRIPTOR.services_by_name["ContentService"].full_name,
 )
 # Health service name that reports whether Triton and every allowed model are ready.
 DETECTOR_HEALTH = "vidscan.detector"
@@ -123,6 +134,33 @@ async def build_store(settings: Settings) -> InventoriedStore:
             return await IoThreadStore.open(open_s3)
         return await open_s3()
     return FilesystemObjectStore(root=settings.data_dir / "objects")
+
+
+def link_signer(settings: Settings) -> LinkSigner:
+    """Signs the content route's links (the embedded store's playable URLs)."""
+    key = settings.url_signing_key.get_secret_value()
+    if not key:
+        secret = settings.jwt_secret.get_secret_value()
+        key = "" if secret == DEVELOPMENT_JWT_SECRET else secret  # public: random instead
+    return LinkSigner.for_secret(key or None)
+
+
+def playback_links(settings: Settings, signer: LinkSigner) -> PlaybackLinks:
+    """``s3_url``: presigned for S3, the signed content route for the embedded store."""
+    if settings.s3_bucket:
+        return PresignedLinks(
+            endpoint_url=settings.s3_public_endpoint_url or settings.s3_endpoint_url,
+            bucket=settings.s3_bucket,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+            expires_seconds=settings.playback_url_seconds,
+        )
+    return ContentRouteLinks(
+        signer=signer,
+        expires_seconds=settings.playback_url_seconds,
+        base_url=settings.public_base_url,
+    )
 
 
 def build_sessions(settings: Settings, clock: Clock) -> LockingSessionStore:
@@ -385,6 +423,8 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
     auth = authenticator(settings, clock)
     admission = Admission(max_in_flight=settings.max_streams_per_process)
     limits = await build_limits(settings, core.background.closers)
+    signer = link_signer(settings)
+    links = playback_links(settings, signer)
     stage = AnalysisStage(
         allowed_models=settings.model_allow_list,
         default_model=settings.default_model,
@@ -448,6 +488,7 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
             analysis=stage,
             admission=admission,
             limits=limits,
+            links=links,
             stall=StallPolicy(
                 idle_seconds=settings.stream_idle_seconds,
                 min_bytes_per_second=settings.stream_min_bytes_per_second,
@@ -460,7 +501,17 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
         server,
     )
     analysis_pb2_grpc.add_AnalysisServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        AnalysisServicer(auth=auth, repository=core.repository, store=core.store, limits=limits),
+        AnalysisServicer(auth=auth, repository=core.repository, links=links, limits=limits),
+        server,
+    )
+    content_pb2_grpc.add_ContentServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        ContentServicer(
+            auth=auth,
+            repository=core.repository,
+            store=core.store,
+            limits=limits,
+            signer=signer,
+        ),
         server,
     )
     health_servicer = health.aio.HealthServicer()

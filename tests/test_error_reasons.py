@@ -62,7 +62,11 @@ GRPC_GATEWAY_HTTP = {
     grpc.StatusCode.DATA_LOSS: 500,
 }
 # Where the gateway deliberately differs from that mapping (see apierr.go).
-HTTP_EXCEPTIONS = {Reason.FILE_TOO_LARGE: 413, Reason.STORAGE_FULL: 507}
+HTTP_EXCEPTIONS = {
+    Reason.FILE_TOO_LARGE: 413,
+    Reason.STORAGE_FULL: 507,
+    Reason.RANGE_NOT_SATISFIABLE: 416,
+}
 
 
 def _go_status(expr: str) -> int:

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -447,7 +448,9 @@ async def test_every_route_session_upload_status_video_analysis_cancel(
     assert result["file_hash"] == hashlib.sha256(data).hexdigest()
     assert result["format"] == "mp4"
     assert result["s3_key"] == f"dashboard-uploads/{user}/{video_id}.mp4"
-    assert result["s3_url"] == f"s3://{BUCKET}/{result['s3_key']}"
+    playable = urlsplit(result["s3_url"])  # presigned GET (tests/test_content.py plays it)
+    assert playable.path == f"/{BUCKET}/{result['s3_key']}"
+    assert "X-Amz-Signature=" in playable.query
     assert datetime.fromisoformat(result["created_at"]).tzinfo is not None
     assert datetime.fromisoformat(result["uploaded_at"]).tzinfo is not None
     assert result["metadata"] == {"camera": "front", "take": 2}
@@ -736,8 +739,32 @@ async def test_non_multipart_body_is_415_and_missing_boundary_400(
 
 FORM_ERRORS: dict[str, tuple[Callable[[bytes], bytes], str, str]] = {
     # case: (body from the video bytes, error_code, field)
-    "field-after-file": (
-        lambda v: FILE_HEAD + v + b"\r\n" + text_part("metadata", "{}") + CLOSING[2:],
+    # Only filename, content_type and metadata may follow the file (see the tests of
+    # form order below); a field the header needed before the bytes may not.
+    "size-after-file": (
+        lambda v: FILE_HEAD + v + b"\r\n" + text_part("size", str(len(v))) + CLOSING[2:],
+        "INVALID_FIELD",
+        "size",
+    ),
+    "unknown-after-file": (
+        lambda v: FILE_HEAD + v + b"\r\n" + text_part("note", "x") + CLOSING[2:],
+        "INVALID_FIELD",
+        "note",
+    ),
+    "field-before-and-after-file": (
+        lambda v: (
+            text_part("filename", "a.mp4")
+            + FILE_HEAD
+            + v
+            + b"\r\n"
+            + text_part("filename", "b.mp4")
+            + CLOSING[2:]
+        ),
+        "INVALID_FIELD",
+        "filename",
+    ),
+    "late-metadata-not-object": (
+        lambda v: FILE_HEAD + v + b"\r\n" + text_part("metadata", "[1]") + CLOSING[2:],
         "INVALID_FIELD",
         "metadata",
     ),
@@ -785,6 +812,115 @@ async def test_form_errors_are_400_and_leave_the_session_writable(
     await assert_interrupted_cleanly(server, http, headers, session_id, user, s3, db)
     result = await finish_upload(http, headers, session_id, videos["mp4"])
     await assert_stored_once(server, user, result, videos["mp4"], s3, db)
+
+
+# --------------------------------------------------------------------------- form order
+
+
+def ordered_form(data: bytes, *, late: bool, **fields: str) -> bytes:
+    """An upload form with the text fields before the file, or (``late``) after it,
+    as many form builders send them."""
+    text = b"".join(text_part(k, v) for k, v in fields.items())
+    if not late:
+        return text + FILE_HEAD + data + CLOSING
+    return FILE_HEAD + data + b"\r\n" + text + CLOSING[2:]
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+async def test_form_fields_before_or_after_the_file_are_recorded(
+    order: str,
+    server: Running,
+    http: httpx.AsyncClient,
+    videos: dict[str, bytes],
+    s3: S3ObjectStore,
+    db: Database,
+) -> None:
+    user = new_user(f"order-{order}")
+    headers = auth(server, user)
+    session_id = await create_session(http, headers)
+    metadata = {"camera": "rear", "take": 3, "tags": ["a", "b"]}
+    response = await http.post(
+        f"/v1/dashboard/upload/{session_id}",
+        content=ordered_form(
+            videos["mp4"],
+            late=order == "after",
+            filename="renamed.mp4",
+            content_type="video/x-test",
+            metadata=json.dumps(metadata),
+        ),
+        headers={**headers, **MULTIPART},
+    )
+    assert response.status_code == 201, response.text
+    result = response.json()
+    assert (result["filename"], result["metadata"]) == ("renamed.mp4", metadata)
+
+    # What was recorded, read back through the gateway (and the row's content type).
+    video = await http.get(f"/v1/videos/{result['video_id']}", headers=headers)
+    assert video.status_code == 200, video.text
+    assert (video.json()["filename"], video.json()["metadata"]) == ("renamed.mp4", metadata)
+    content_type = await db.scalar(
+        "select content_type from videos where id = :v", v=result["video_id"]
+    )
+    assert content_type == "video/x-test"
+    await assert_stored_once(server, user, result, videos["mp4"], s3, db)
+
+
+async def test_oversized_late_metadata_is_refused_like_early_metadata(
+    server: Running, http: httpx.AsyncClient, videos: dict[str, bytes], s3: S3ObjectStore,
+    db: Database,
+) -> None:  # fmt: skip
+    """Over the server's metadata limit (16 KiB) but under the gateway's field limit
+    (256 KiB): the trailer is refused by the server with the header's reason, and the
+    bytes already stored are discarded (refused content spends the session)."""
+    metadata = json.dumps({"k": "x" * 20_000})
+    assert len(metadata) > server.settings.max_metadata_bytes
+    answers = {}
+    for order in ("before", "after"):
+        user = new_user(f"big-md-{order}")
+        headers = auth(server, user)
+        session_id = await create_session(http, headers)
+        response = await http.post(
+            f"/v1/dashboard/upload/{session_id}",
+            content=ordered_form(videos["mp4"], late=order == "after", metadata=metadata),
+            headers={**headers, **MULTIPART},
+        )
+        body = assert_error(response, 400, "METADATA_TOO_LARGE")
+        answers[order] = (body["error_code"], body["details"]["max_metadata_bytes"])
+        # No object, no open multipart upload, no row, no reservation, the quota whole.
+        assert await leftovers(user, s3, db) == nothing_left(server)
+        state = await session_status(http, headers, session_id)
+        assert state == ("active" if order == "before" else "cancelled")
+    assert answers["before"] == answers["after"], answers
+
+
+async def test_late_metadata_over_the_field_limit_is_refused_like_early_metadata(
+    server: Running, http: httpx.AsyncClient, videos: dict[str, bytes], s3: S3ObjectStore,
+    db: Database,
+) -> None:  # fmt: skip
+    """Over the gateway's field limit: the gateway refuses it without buffering it,
+    with the same reason and field whichever side of the file it is on. After the
+    file, the stream is cancelled without finish_write: no video, the quota whole,
+    the session writable (what it kept is a resumable upload, released on cancel)."""
+    metadata = json.dumps({"k": "x" * 300_000})
+
+    async def refuse(order: str) -> None:
+        user = new_user(f"huge-md-{order}")
+        headers = auth(server, user)
+        session_id = await create_session(http, headers)
+        response = await http.post(
+            f"/v1/dashboard/upload/{session_id}",
+            content=ordered_form(videos["mp4"], late=order == "after", metadata=metadata),
+            headers={**headers, **MULTIPART},
+        )
+        body = assert_error(response, 400, "METADATA_TOO_LARGE")
+        assert body["details"]["field_violations"][0]["field"] == "metadata"
+        await assert_interrupted_cleanly(server, http, headers, session_id, user, s3, db)
+        cancelled = await http.delete(f"/v1/dashboard/upload/{session_id}", headers=headers)
+        assert cancelled.status_code == 204
+        await wait_until(lambda: equals(leftovers(user, s3, db), nothing_left(server)))
+
+    await refuse("before")
+    await refuse("after")
 
 
 async def test_routing_errors_keep_their_status(server: Running, http: httpx.AsyncClient) -> None:

@@ -84,7 +84,7 @@ async def test_embedded_default_runs_the_whole_pipeline(
     for name in ("mp4", "webm", "avi"):
         data = videos[name]
         result = await client.upload(data, filename=f"clip.{name}")
-        assert result.s3_url == f"local://local/{result.s3_key}"
+        assert result.s3_url.startswith(f"/v1/videos/{result.video_id}/content?")  # signed link
         assert str(embedded_settings.data_dir) not in result.s3_url  # no server paths
         path = embedded_settings.data_dir / "objects" / "local" / result.s3_key
         assert path.read_bytes() == data

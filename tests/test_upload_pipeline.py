@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -39,7 +40,9 @@ async def test_each_container_is_stored_recorded_and_charged(
     assert result.file_size == len(data)
     assert result.file_hash == hashlib.sha256(data).hexdigest()
     assert result.s3_key == f"dashboard-uploads/{user}-{id(server)}/{result.video_id}.{fmt}"
-    assert result.s3_url == f"s3://{BUCKET}/{result.s3_key}"
+    playable = urlsplit(result.s3_url)  # presigned GET (tests/test_content.py plays it)
+    assert playable.path == f"/{BUCKET}/{result.s3_key}"
+    assert "X-Amz-Signature=" in playable.query
     assert result.redirect_url == f"/dashboard/videos/{result.video_id}/results"
     assert result.filename == f"My Clip.{name}"
     assert result.upload_status == upload_pb2.UPLOAD_STATUS_PROCESSING

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 import grpc
@@ -116,11 +116,40 @@ def rpc_errors(
         except Exception:
             log.exception("unexpected error in %s", method.__name__)
             failure = Internal(Reason.INTERNAL, "internal error; see the server log")
-        metrics.ERRORS.labels(method.__name__, reason_name(failure.reason)).inc()
-        status = rpc_status.to_status(to_rpc_status(failure))
-        # The abort's trailers replace any set before: keep the request id in them.
-        trailers = (*status.trailing_metadata, *logs.request_id_metadata())
-        await context.abort(status.code, status.details, trailing_metadata=trailers)
+        await _abort(context, method.__name__, failure)
         raise AssertionError("abort_with_status returned")  # pragma: no cover
 
     return wrapper
+
+
+def rpc_stream_errors(
+    method: Callable[P, AsyncIterator[R]],
+) -> Callable[P, AsyncIterator[R]]:
+    """``rpc_errors`` for a server-streaming method (an async generator): a failure
+    after some messages were sent ends the stream with the same precise status."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[R]:
+        context: grpc.aio.ServicerContext[Any, Any] = args[-1]  # type: ignore[assignment]
+        try:
+            async for message in method(*args, **kwargs):
+                yield message
+            return
+        except VidscanError as error:
+            failure = error
+        except Exception:
+            log.exception("unexpected error in %s", method.__name__)
+            failure = Internal(Reason.INTERNAL, "internal error; see the server log")
+        await _abort(context, method.__name__, failure)
+
+    return wrapper
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext[Any, Any], method_name: str, failure: VidscanError
+) -> None:
+    metrics.ERRORS.labels(method_name, reason_name(failure.reason)).inc()
+    status = rpc_status.to_status(to_rpc_status(failure))
+    # The abort's trailers replace any set before: keep the request id in them.
+    trailers = (*status.trailing_metadata, *logs.request_id_metadata())
+    await context.abort(status.code, status.details, trailing_metadata=trailers)

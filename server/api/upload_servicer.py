@@ -6,9 +6,11 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import struct_pb2
 from vidscan.v1 import upload_pb2, upload_pb2_grpc
 
 from server import logs, metrics
@@ -33,13 +35,22 @@ from server.errors import (
 from server.lifecycle import Admission
 from server.limits.policy import UserLimits
 from server.sessions.port import SessionRecord, SessionState, SessionStore
+from server.storage.links import PlaybackLinks
 from server.upload.open_session import SessionOpener
-from server.upload.pipeline import UploadInput, UploadPipeline, session_not_found
+from server.upload.pipeline import (
+    NO_LATE_FIELDS,
+    LateFields,
+    UploadInput,
+    UploadPipeline,
+    session_not_found,
+)
 from server.upload.stall import StallPolicy, watched
 
 log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
 _HEX = set("0123456789abcdef")
+MAX_FILENAME_CHARS = 1024
+MAX_CONTENT_TYPE_CHARS = 255
 
 
 class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
@@ -53,6 +64,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         analysis: AnalysisStage,
         admission: Admission,
         limits: UserLimits,
+        links: PlaybackLinks,
         stall: StallPolicy,
         clock: Clock,
         pressure: Callable[[], bool] = lambda: False,
@@ -65,6 +77,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         self._analysis = analysis
         self._admission = admission
         self._limits = limits
+        self._links = links
         self._stall = stall
         self._pressure = pressure
         self._clock = clock
@@ -160,8 +173,10 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         logs.bind(session_id=upload.session_id)
         if upload.write_offset > 0:
             metrics.UPLOADS_RESUMED.inc()
+        trailer = _Trailer()
+        chunks = _chunks(requests, context, trailer, self._parse_trailer)
         try:
-            stored = await self._pipeline.run(upload, _chunks(requests, context))
+            stored = await self._pipeline.run(upload, chunks, late=trailer.get)
         except VidscanError as error:
             if not isinstance(error, Unavailable | StreamStalled | IncompleteUpload):
                 await self._release_if_ended(user_id, upload.session_id)
@@ -176,7 +191,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
             result=messages.upload_result(
                 video_row=stored.video,
                 analysis_row=analysis_row,
-                uri=stored.object_uri,
+                uri=self._links.playback_url(stored.video),
                 processing_time=round(time.monotonic() - last_byte, 3),
                 deduplicated=stored.deduplicated,
             )
@@ -203,22 +218,15 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
             raise invalid_field("header.declared_size", "must not be negative")
         if header.write_offset < 0:
             raise invalid_field("header.write_offset", "must not be negative")
-        metadata = messages.struct_to_dict(header.metadata)
-        encoded = len(json.dumps(metadata, separators=(",", ":")).encode())
-        if encoded > self._max_metadata:
-            raise InvalidUpload(
-                Reason.METADATA_TOO_LARGE,
-                f"metadata is {encoded} bytes; the limit is {self._max_metadata}",
-                metadata={"max_metadata_bytes": str(self._max_metadata)},
-            )
-        if len(header.filename) > 1024:
-            raise invalid_field("header.filename", "longer than 1024 characters")
+        metadata = self._checked_metadata(header.metadata)
+        if len(header.filename) > MAX_FILENAME_CHARS:
+            raise invalid_field("header.filename", f"longer than {MAX_FILENAME_CHARS} characters")
         model = self._analysis.check_model(header.model)
         return UploadInput(
             user_id=user_id,
             session_id=header.session_id,
             filename=header.filename,
-            content_type=header.content_type[:255],
+            content_type=header.content_type[:MAX_CONTENT_TYPE_CHARS],
             declared_size=header.declared_size if header.HasField("declared_size") else None,
             declared_sha256=sha,
             metadata=metadata,
@@ -226,6 +234,43 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
             model=model,
             deadline=deadline,
         )
+
+    def _parse_trailer(self, trailer: upload_pb2.UploadTrailer) -> LateFields:
+        """The header's checks, on the fields the last message may still set."""
+        if len(trailer.filename) > MAX_FILENAME_CHARS:
+            raise invalid_field("trailer.filename", f"longer than {MAX_FILENAME_CHARS} characters")
+        return LateFields(
+            filename=trailer.filename if trailer.HasField("filename") else None,
+            content_type=(
+                trailer.content_type[:MAX_CONTENT_TYPE_CHARS]
+                if trailer.HasField("content_type")
+                else None
+            ),
+            metadata=(
+                self._checked_metadata(trailer.metadata) if trailer.HasField("metadata") else None
+            ),
+        )
+
+    def _checked_metadata(self, struct: struct_pb2.Struct) -> dict[str, Any]:
+        metadata = messages.struct_to_dict(struct)
+        encoded = len(json.dumps(metadata, separators=(",", ":")).encode())
+        if encoded > self._max_metadata:
+            raise InvalidUpload(
+                Reason.METADATA_TOO_LARGE,
+                f"metadata is {encoded} bytes; the limit is {self._max_metadata}",
+                metadata={"max_metadata_bytes": str(self._max_metadata)},
+            )
+        return metadata
+
+
+@dataclass
+class _Trailer:
+    """The checked trailer of the finish_write message, once it has arrived."""
+
+    late: LateFields = NO_LATE_FIELDS
+
+    def get(self) -> LateFields:
+        return self.late
 
 
 def _deadline(context: Context) -> float | None:
@@ -239,9 +284,13 @@ def _chunk_size(message: upload_pb2.UploadVideoRequest) -> int:
 
 
 async def _chunks(
-    requests: AsyncIterator[upload_pb2.UploadVideoRequest], context: Context
+    requests: AsyncIterator[upload_pb2.UploadVideoRequest],
+    context: Context,
+    trailer: _Trailer,
+    parse_trailer: Callable[[upload_pb2.UploadTrailer], LateFields],
 ) -> AsyncIterator[bytes]:
-    """The data chunks after the header, up to the message with finish_write.
+    """The data chunks after the header, up to the message with finish_write, whose
+    trailer (checked before its chunk is taken) is left in ``trailer``.
 
     grpc.aio ends the request iterator the same way for a half-close and for a
     client that went away, so completeness is decided by finish_write alone."""
@@ -249,6 +298,12 @@ async def _chunks(
         kind = message.WhichOneof("payload")
         if kind == "header":
             raise invalid_field("header", "only the first message may carry a header")
+        if message.HasField("trailer"):
+            if not message.finish_write:
+                raise invalid_field(
+                    "trailer", "only the message with finish_write may carry a trailer"
+                )
+            trailer.late = parse_trailer(message.trailer)
         if message.chunk:
             metrics.UPLOAD_BYTES.inc(len(message.chunk))
             yield message.chunk

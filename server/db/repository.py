@@ -8,6 +8,10 @@ Recording an upload is idempotent per upload session (``videos.session_id`` is
 unique): a transaction whose COMMIT acknowledgement was lost is resolved by running
 it again, which finds the row instead of writing a second one; and a session whose
 video exists never reserves another unit. A session's unit is spent exactly once.
+
+Listings are keyset pages (``ix_videos_user_created``, ``ix_analyses_video_created``):
+newest first by (created_at, id), the next page starting strictly after the last
+row of the one before, so a page costs one index range scan however deep it is.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
@@ -26,7 +30,32 @@ from server.db.convert import analysis_record, analysis_row, video_record, video
 from server.db.engine import map_db_errors
 from server.db.models import AnalysisRow, QuotaReservationRow, UserQuotaRow, VideoRow
 from server.errors import QuotaExceeded, QuotaViolation, Reason
-from server.records.model import AnalysisRecord, VideoRecord, VideoStatus
+from server.records.model import AnalysisRecord, AnalysisStatus, VideoRecord, VideoStatus
+from server.records.port import ListedVideo, Page, PageCursor
+
+
+def _after(created_at: Any, row_id: Any, cursor: PageCursor) -> ColumnElement[bool]:
+    """Rows after ``cursor`` in (created_at DESC, id DESC) order. Spelled without a
+    row-value comparison so SQLite reads it too; the first term bounds the index scan."""
+    return and_(
+        created_at <= cursor.created_at,
+        or_(
+            created_at < cursor.created_at,
+            and_(created_at == cursor.created_at, row_id < cursor.id),
+        ),
+    )
+
+
+def _latest_analysis(column: Any) -> Any:
+    """``column`` of a video's newest analysis, as a correlated scalar subquery."""
+    return (
+        select(column)
+        .where(AnalysisRow.video_id == VideoRow.id)
+        .order_by(AnalysisRow.created_at.desc(), AnalysisRow.id.desc())
+        .limit(1)
+        .correlate(VideoRow)
+        .scalar_subquery()
+    )
 
 
 class SqlRepository:
@@ -216,6 +245,62 @@ class SqlRepository:
                 )
             )
             return None if row is None else analysis_record(row)
+
+    async def list_videos(
+        self,
+        *,
+        user_id: str,
+        limit: int,
+        after: PageCursor | None = None,
+        analysis_status: AnalysisStatus | None = None,
+    ) -> Page[ListedVideo]:
+        latest_id = _latest_analysis(AnalysisRow.id).label("latest_analysis_id")
+        query = select(VideoRow, latest_id).where(VideoRow.user_id == user_id)
+        if analysis_status is not None:
+            query = query.where(_latest_analysis(AnalysisRow.status) == analysis_status.value)
+        if after is not None:
+            query = query.where(_after(VideoRow.created_at, VideoRow.id, after))
+        query = query.order_by(VideoRow.created_at.desc(), VideoRow.id.desc()).limit(limit + 1)
+        async with map_db_errors("list videos"), self._sessions() as session:
+            rows = (await session.execute(query)).all()
+        items = [
+            ListedVideo(video=video_record(row[0]), latest_analysis_id=row[1] or "")
+            for row in rows[:limit]
+        ]
+        more = len(rows) > limit
+        last = items[-1].video if more else None
+        return Page(
+            items=items,
+            next=None if last is None else PageCursor(created_at=last.created_at, id=last.id),
+        )
+
+    async def list_analyses(
+        self,
+        *,
+        user_id: str,
+        video_id: str,
+        limit: int,
+        after: PageCursor | None = None,
+        status: AnalysisStatus | None = None,
+    ) -> Page[AnalysisRecord]:
+        query = select(AnalysisRow).where(
+            AnalysisRow.video_id == video_id, AnalysisRow.user_id == user_id
+        )
+        if status is not None:
+            query = query.where(AnalysisRow.status == status.value)
+        if after is not None:
+            query = query.where(_after(AnalysisRow.created_at, AnalysisRow.id, after))
+        query = query.order_by(AnalysisRow.created_at.desc(), AnalysisRow.id.desc()).limit(
+            limit + 1
+        )
+        async with map_db_errors("list analyses"), self._sessions() as session:
+            rows = list(await session.scalars(query))
+        items = [analysis_record(row) for row in rows[:limit]]
+        last = items[-1] if len(rows) > limit else None
+        return Page(
+            items=items,
+            next=None if last is None else PageCursor(created_at=last.created_at, id=last.id),
+        )
 
     async def video_exists_for_session(self, *, session_id: str) -> bool:
         async with map_db_errors("read video"), self._sessions() as session:

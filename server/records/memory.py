@@ -9,18 +9,42 @@ same thing against either. It is not a cache and never serves production.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from server.clock import Clock
 from server.errors import QuotaExceeded, QuotaViolation, Reason
 from server.records.model import AnalysisRecord, AnalysisStatus, VideoRecord
+from server.records.port import ListedVideo, Page, PageCursor
+
+Item = TypeVar("Item")
+
+
+def _page(
+    items: Iterable[Item],
+    *,
+    key: Callable[[Item], PageCursor],
+    limit: int,
+    after: PageCursor | None,
+) -> Page[Item]:
+    """The SQL adapter's keyset page: newest first by (created_at, id), after ``after``."""
+
+    def order(item: Item) -> tuple[datetime, str]:
+        cursor = key(item)
+        return cursor.created_at, cursor.id
+
+    ordered = sorted(items, key=order, reverse=True)
+    if after is not None:
+        ordered = [i for i in ordered if order(i) < (after.created_at, after.id)]
+    page = ordered[:limit]
+    return Page(items=page, next=key(page[-1]) if len(ordered) > limit else None)
 
 
 class MemoryRecords:
-    """Implements ``QuotaLedger``, ``VideoRepository`` and ``AnalysisRepository``."""
+    """Implements ``QuotaLedger``, ``VideoRepository``, ``VideoListing`` and
+    ``AnalysisRepository``."""
 
     def __init__(self, *, clock: Clock, default_quota: int) -> None:
         self._clock = clock
@@ -120,6 +144,59 @@ class MemoryRecords:
     async def get_analysis(self, *, user_id: str, analysis_id: str) -> AnalysisRecord | None:
         analysis = self.analyses.get(analysis_id)
         return analysis if analysis is not None and analysis.user_id == user_id else None
+
+    # -- VideoListing --------------------------------------------------------------
+
+    def _latest(self, video_id: str) -> AnalysisRecord | None:
+        found = [a for a in self.analyses.values() if a.video_id == video_id]
+        return max(found, key=lambda a: (a.created_at, a.id)) if found else None
+
+    async def list_videos(
+        self,
+        *,
+        user_id: str,
+        limit: int,
+        after: PageCursor | None = None,
+        analysis_status: AnalysisStatus | None = None,
+    ) -> Page[ListedVideo]:
+        listed = []
+        for video in self.videos.values():
+            latest = self._latest(video.id)
+            if video.user_id != user_id or (
+                analysis_status is not None
+                and (latest is None or latest.status is not analysis_status)
+            ):
+                continue
+            listed.append(ListedVideo(video=video, latest_analysis_id=latest.id if latest else ""))
+        return _page(
+            listed,
+            key=lambda v: PageCursor(created_at=v.video.created_at, id=v.video.id),
+            limit=limit,
+            after=after,
+        )
+
+    async def list_analyses(
+        self,
+        *,
+        user_id: str,
+        video_id: str,
+        limit: int,
+        after: PageCursor | None = None,
+        status: AnalysisStatus | None = None,
+    ) -> Page[AnalysisRecord]:
+        found = [
+            a
+            for a in self.analyses.values()
+            if a.video_id == video_id
+            and a.user_id == user_id
+            and (status is None or a.status is status)
+        ]
+        return _page(
+            found,
+            key=lambda a: PageCursor(created_at=a.created_at, id=a.id),
+            limit=limit,
+            after=after,
+        )
 
     # -- AnalysisRepository --------------------------------------------------------
 

@@ -1,18 +1,22 @@
 """The repository ports: what the pipeline, the API and the analysis workers need
 from wherever videos, analyses and quota are kept.
 
-Three small protocols rather than one: the upload path records videos and spends
-quota, the API reads, the analysis workers run the analysis lifecycle. The SQL
-adapter (``server/db``) implements all three; ``memory`` does too, for unit tests.
+Small protocols rather than one: the upload path records videos and spends quota,
+the API reads (and lists, ``VideoListing``), the analysis workers run the analysis
+lifecycle. The SQL adapter (``server/db``) implements all of them; ``memory`` does
+too, for unit tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import timedelta
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Generic, Protocol, TypeVar
 
-from server.records.model import AnalysisRecord, VideoRecord
+from server.records.model import AnalysisRecord, AnalysisStatus, VideoRecord
+
+Item = TypeVar("Item", covariant=True)
 
 
 class QuotaLedger(Protocol):
@@ -61,6 +65,59 @@ class VideoRepository(Protocol):
     async def latest_analysis_id(self, *, video_id: str) -> str: ...
 
     async def get_analysis(self, *, user_id: str, analysis_id: str) -> AnalysisRecord | None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class PageCursor:
+    """Where a page ended: its last item's (created_at, id). The next page holds the
+    items strictly after it in newest-first order, so an insert (which is newer)
+    never shifts or repeats what a reader pages through."""
+
+    created_at: datetime
+    id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Page(Generic[Item]):
+    items: Sequence[Item]
+    # None on the last page.
+    next: PageCursor | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListedVideo:
+    video: VideoRecord
+    latest_analysis_id: str
+
+
+class VideoListing(Protocol):
+    """One user's videos and analyses, newest first (created_at, then id, both
+    descending), in keyset pages of at most ``limit`` items after ``after``."""
+
+    async def list_videos(
+        self,
+        *,
+        user_id: str,
+        limit: int,
+        after: PageCursor | None = None,
+        analysis_status: AnalysisStatus | None = None,
+    ) -> Page[ListedVideo]:
+        """``analysis_status`` keeps the videos whose latest analysis has it."""
+        ...
+
+    async def list_analyses(
+        self,
+        *,
+        user_id: str,
+        video_id: str,
+        limit: int,
+        after: PageCursor | None = None,
+        status: AnalysisStatus | None = None,
+    ) -> Page[AnalysisRecord]: ...
+
+
+class VideoCatalog(VideoRepository, VideoListing, Protocol):
+    """What the read API needs: single videos and analyses, and pages of them."""
 
 
 class AnalysisRepository(Protocol):

@@ -14,7 +14,9 @@ Order of work for one stream:
 A stream that stops without finishing (client gone, no finish_write, a backing
 service down) is *suspended*: parts in flight are awaited, the tail is kept, and
 the next stream continues at the committed offset, on any replica; a sealed one is
-finished by a stream that sends finish_write alone. A refused file or a cancelled
+finished by a stream that sends finish_write alone. Header fields that arrive on the
+last message (``LateFields``, the proto's UploadTrailer) are applied when the video is
+recorded, which is the first point that reads them. A refused file or a cancelled
 session is *discarded*: the multipart upload is aborted, objects deleted, the quota
 unit given back. No row is written before the final transaction, so none can be
 left half.
@@ -27,7 +29,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,29 @@ class UploadInput:
     # media jobs wait for a free worker only until shortly before it.
     deadline: float | None = None
 
+    def completed_by(self, late: LateFields) -> UploadInput:
+        """The input with the late fields applied: each one given replaces the header's."""
+        return replace(
+            self,
+            filename=self.filename if late.filename is None else late.filename,
+            content_type=self.content_type if late.content_type is None else late.content_type,
+            metadata=self.metadata if late.metadata is None else late.metadata,
+        )
+
+
+@dataclass(frozen=True)
+class LateFields:
+    """Header fields sent on the stream's last message (UploadTrailer), already
+    checked. None: not sent, the header's value stands. Only fields read when the
+    video is recorded can arrive this late."""
+
+    filename: str | None = None
+    content_type: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+NO_LATE_FIELDS = LateFields()
+
 
 @dataclass(frozen=True)
 class StoredUpload:
@@ -150,7 +175,14 @@ class UploadPipeline:
             download_step=rules.part_size,
         )
 
-    async def run(self, request: UploadInput, chunks: AsyncIterator[bytes]) -> StoredUpload:
+    async def run(
+        self,
+        request: UploadInput,
+        chunks: AsyncIterator[bytes],
+        *,
+        late: Callable[[], LateFields] = lambda: NO_LATE_FIELDS,
+    ) -> StoredUpload:
+        """``late``: the fields of the last message, asked for once ``chunks`` ended."""
         session = await self._sessions.get(request.session_id)
         now = self._clock()
         if (
@@ -169,7 +201,7 @@ class UploadPipeline:
             current = await self._sessions.get(session.session_id)
             if current is None or current.effective_state(now) is not SessionState.ACTIVE:
                 raise session_not_found(request.session_id)
-            return await self._run_locked(request, current, chunks, watch)
+            return await self._run_locked(request, current, chunks, watch, late)
 
     async def _run_locked(
         self,
@@ -177,6 +209,7 @@ class UploadPipeline:
         session: SessionRecord,
         chunks: AsyncIterator[bytes],
         watch: StreamWatch,
+        late: Callable[[], LateFields],
     ) -> StoredUpload:
         progress = UploadProgress.from_json(session.progress)
         committed = progress.committed if progress else 0
@@ -209,7 +242,7 @@ class UploadPipeline:
         await self._repo.reserve_quota(user_id=request.user_id, session_id=session.session_id)
         stream = await self._open_stream(request, session, progress)
         try:
-            return await self._receive(request, session, chunks, stream)
+            return await self._receive(request, session, chunks, stream, late)
         except BaseException as exc:
             cleanup = await finish_even_if_cancelled(
                 self._cleaner.after_failure(
@@ -328,6 +361,7 @@ class UploadPipeline:
         session: SessionRecord,
         chunks: AsyncIterator[bytes],
         stream: ActiveStream,
+        late: Callable[[], LateFields],
     ) -> StoredUpload:
         validator, writer, spool = stream.validator, stream.writer, stream.spool
         if stream.sealed is not None:  # every byte is stored: only finish_write is due
@@ -340,7 +374,7 @@ class UploadPipeline:
                         metadata={"expected_offset": str(validator.received)},
                     )
             validator.finish(stream.sealed.file_hash)
-            return await self._finish(request, session, stream, resumed=True)
+            return await self._finish(request.completed_by(late()), session, stream, resumed=True)
         async for chunk in chunks:
             validator.feed(chunk)
             await spool.append(chunk)
@@ -374,7 +408,7 @@ class UploadPipeline:
         await self._save_progress(session, sealed)
         stream.sealed = sealed
         await self._faults.reached(FinishStep.SEALED)
-        return await self._finish(request, session, stream, resumed=False)
+        return await self._finish(request.completed_by(late()), session, stream, resumed=False)
 
     async def _finish(
         self, request: UploadInput, session: SessionRecord, stream: ActiveStream, *, resumed: bool

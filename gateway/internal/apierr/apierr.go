@@ -73,6 +73,8 @@ type QuotaViolation struct {
 // same status the gateway answers when it stops an oversized body itself.
 // STORAGE_FULL is RESOURCE_EXHAUSTED like a user's quota, but it is the server's
 // disk that is full, not the client's fault: 507, not 429.
+// RANGE_NOT_SATISFIABLE is OUT_OF_RANGE (400 in grpc-gateway) but HTTP has its own
+// status for it, which browsers and players understand: 416.
 // MEDIA_WORKERS_BUSY and the other UNAVAILABLE reasons are 503 (with Retry-After).
 // The gateway's own reasons (UNSUPPORTED_MEDIA_TYPE and after) are the statuses it
 // answers them with.
@@ -128,6 +130,7 @@ var reasonHTTPStatus = map[vidscanv1.ErrorReason]int{
 	vidscanv1.ErrorReason_TOO_MANY_STREAMS:              http.StatusTooManyRequests,
 	vidscanv1.ErrorReason_SERVER_BUSY:                   http.StatusTooManyRequests,
 	vidscanv1.ErrorReason_RATE_LIMITED:                  http.StatusTooManyRequests,
+	vidscanv1.ErrorReason_RANGE_NOT_SATISFIABLE:         http.StatusRequestedRangeNotSatisfiable,
 }
 
 // Reason returns the ErrorInfo reason of st as sent (a newer server may send a

@@ -20,6 +20,7 @@ import (
 	"github.com/vidscan/vidscan/gateway"
 	vidscanv1 "github.com/vidscan/vidscan/gateway/gen/vidscan/v1"
 	"github.com/vidscan/vidscan/gateway/internal/apierr"
+	"github.com/vidscan/vidscan/gateway/internal/content"
 	"github.com/vidscan/vidscan/gateway/internal/httpmw"
 	"github.com/vidscan/vidscan/gateway/internal/openapi"
 	"github.com/vidscan/vidscan/gateway/internal/upload"
@@ -61,6 +62,13 @@ func New(cfg Config, conn grpc.ClientConnInterface, log *slog.Logger) (http.Hand
 	}
 	if err := vidscanv1.RegisterAnalysisServiceHandlerClient(ctx, mux, vidscanv1.NewAnalysisServiceClient(conn)); err != nil {
 		return nil, err
+	}
+	// GET/HEAD /v1/videos/{video_id}/content: the bytes, with HTTP ranges (playable).
+	videoContent := content.NewHandler(mux, vidscanv1.NewContentServiceClient(conn), log)
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		if err := mux.HandlePath(method, content.Pattern, videoContent.ServeHTTP); err != nil {
+			return nil, err
+		}
 	}
 
 	doc, err := openapi.Patch(gateway.OpenAPIv2, cfg.Upload.MaxUploadBytes)

@@ -323,9 +323,9 @@ func TestUploadIsStreamed(t *testing.T) {
 
 func TestUploadFieldAfterFileCancels(t *testing.T) {
 	e := setup(t, upload.Config{})
-	ctype, body := form(t, part{name: "file", filename: "c.mp4", value: "data"}, part{name: "metadata", value: "{}"})
+	ctype, body := form(t, part{name: "file", filename: "c.mp4", value: "data"}, part{name: "model", value: "m1"})
 	resp, m := do(t, "POST", e.srv.URL+"/v1/dashboard/upload/s1", ctype, bytes.NewReader(body))
-	if resp.StatusCode != 400 || m["error_code"] != "INVALID_FIELD" || !strings.Contains(m["error_message"].(string), "before the file") {
+	if resp.StatusCode != 400 || m["error_code"] != "INVALID_FIELD" || !strings.Contains(m["error_message"].(string), "may follow the file") {
 		t.Fatalf("%d %v", resp.StatusCode, m)
 	}
 	select {

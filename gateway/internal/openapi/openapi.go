@@ -34,7 +34,13 @@ func Patch(generated []byte, maxUploadBytes int64) ([]byte, error) {
 	paths := obj(doc, "paths")
 	defs := obj(doc, "definitions")
 	delete(paths, placeholderPath)
-	for _, name := range []string{"UploadVideoRequest", "UploadVideoResponse", "UploadHeader", "UploadStatus"} {
+	// ContentService has no HTTP binding of its own: the gateway's content route
+	// (internal/content) serves it as bytes, documented below.
+	delete(paths, "/vidscan.v1.ContentService/ReadVideoContent")
+	for _, name := range []string{"ReadVideoContentRequest", "ReadVideoContentResponse", "ContentInfo"} {
+		delete(defs, name)
+	}
+	for _, name := range []string{"UploadVideoRequest", "UploadVideoResponse", "UploadHeader", "UploadTrailer", "UploadStatus"} {
 		delete(defs, name)
 	}
 
@@ -69,6 +75,9 @@ func Patch(generated []byte, maxUploadBytes int64) ([]byte, error) {
 		responses["204"] = map[string]any{"description": "Cancelled; no body."}
 	}
 	item["post"] = uploadOperation(maxUploadBytes)
+	contentItem := obj(paths, contentPath)
+	contentItem["get"] = contentOperation("get")
+	contentItem["head"] = contentOperation("head")
 
 	doc["securityDefinitions"] = map[string]any{
 		"bearer": map[string]any{
@@ -92,9 +101,10 @@ func uploadOperation(maxUploadBytes int64) map[string]any {
 		"operationId": "UploadService_UploadVideo",
 		"tags":        []any{"UploadService"},
 		"summary":     "Streams one video into a session (multipart/form-data).",
-		"description": fmt.Sprintf("Text fields first, then one part named `file`, which must be the last part: "+
-			"the stream's header is sent when the file starts, so a field after the file answers 400 INVALID_FIELD. "+
-			"Unknown fields are ignored. The file is forwarded in chunks as it arrives (never buffered). "+
+		"description": fmt.Sprintf("Text fields and one part named `file`, in any order: fields before the file "+
+			"start the stream; `filename`, `content_type` and `metadata` may also follow the file (sent with the "+
+			"stream's last message); other fields after the file answer 400 INVALID_FIELD. Unknown fields before "+
+			"the file are ignored. The file is forwarded in chunks as it arrives (never buffered). "+
 			"Files over %d bytes answer 413 FILE_TOO_LARGE.", maxUploadBytes),
 		"consumes": []any{"multipart/form-data"},
 		"produces": []any{"application/json"},
@@ -108,12 +118,56 @@ func uploadOperation(maxUploadBytes int64) map[string]any {
 			size,
 			offset,
 			map[string]any{"name": "file", "in": "formData", "type": "file", "required": true,
-				"description": "The video. Must be the last part."},
+				"description": "The video."},
 		},
 		"responses": map[string]any{
 			"201": map[string]any{"description": "Stored (and analysed, or analysing).", "schema": ref("UploadResult"),
 				"headers": map[string]any{"Location": map[string]any{"type": "string", "description": "/v1/videos/{video_id}"}}},
 			"413": map[string]any{"description": "FILE_TOO_LARGE", "schema": ref("ErrorResponse")},
+			"default": map[string]any{
+				"description": "An error (gRPC status mapped to HTTP).",
+				"schema":      ref("ErrorResponse"),
+			},
+		},
+	}
+}
+
+const contentPath = "/v1/videos/{video_id}/content"
+
+func contentOperation(method string) map[string]any {
+	query := func(name, typ, desc string) map[string]any {
+		return map[string]any{"name": name, "in": "query", "type": typ, "required": false, "description": desc}
+	}
+	expires := query("expires", "integer", "Signed link: expiry (Unix seconds).")
+	expires["format"] = "int64"
+	ranged := map[string]any{
+		"Content-Range": map[string]any{"type": "string", "description": "bytes START-END/TOTAL"},
+		"Accept-Ranges": map[string]any{"type": "string"},
+		"ETag":          map[string]any{"type": "string", "description": "the file's SHA-256"},
+	}
+	summary := "The video's bytes, whole or one HTTP byte range (playable in a <video> element)."
+	if method == "head" {
+		summary = "The video's headers (Content-Length, Content-Type, ETag), no body."
+	}
+	return map[string]any{
+		"operationId": "ContentService_ReadVideoContent_" + method,
+		"tags":        []any{"ContentService"},
+		"summary":     summary,
+		"description": "Authorization: the bearer token, or the signed `user`, `expires`, `signature` query " +
+			"parameters of the video's `s3_url` (the embedded store's playable URL). One range per request " +
+			"(`Range: bytes=A-B`, `bytes=A-`, `bytes=-N`); several ranges answer the whole file.",
+		"produces": []any{"video/mp4", "video/quicktime", "video/webm", "video/x-matroska", "video/x-msvideo"},
+		"parameters": []any{
+			map[string]any{"name": "video_id", "in": "path", "required": true, "type": "string"},
+			map[string]any{"name": "Range", "in": "header", "required": false, "type": "string"},
+			query("user", "string", "Signed link: the user it was given to."),
+			expires,
+			query("signature", "string", "Signed link: hex HMAC-SHA256."),
+		},
+		"responses": map[string]any{
+			"200": map[string]any{"description": "The whole file (the body is the video bytes).", "headers": ranged},
+			"206": map[string]any{"description": "The requested range (the body is those bytes).", "headers": ranged},
+			"416": map[string]any{"description": "RANGE_NOT_SATISFIABLE", "schema": ref("ErrorResponse")},
 			"default": map[string]any{
 				"description": "An error (gRPC status mapped to HTTP).",
 				"schema":      ref("ErrorResponse"),

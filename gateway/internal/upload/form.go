@@ -18,7 +18,7 @@ import (
 
 // The multipart form of POST /v1/dashboard/upload/{session_id}.
 const (
-	FieldFile        = "file"         // the video bytes; must be the LAST part
+	FieldFile        = "file"         // the video bytes; one part, streamed as it arrives
 	FieldFilename    = "filename"     // display name; default: the file part's filename
 	FieldContentType = "content_type" // default: the file part's Content-Type
 	FieldMetadata    = "metadata"     // a JSON object -> google.protobuf.Struct
@@ -33,9 +33,17 @@ var knownFields = map[string]bool{
 	FieldSHA256: true, FieldSize: true, FieldWriteOffset: true,
 }
 
+// lateFields may follow the file part: the server applies them only when it records
+// the video, so they travel on the last message (UploadTrailer). The others shape how
+// the bytes are received and must come before the file.
+var lateFields = map[string]bool{FieldFilename: true, FieldContentType: true, FieldMetadata: true}
+
 // IsKnownField reports whether name is a text field the gateway maps into the
 // UploadHeader. Other text fields are read and ignored.
 func IsKnownField(name string) bool { return knownFields[name] }
+
+// IsLateField reports whether name may follow the file part (into the UploadTrailer).
+func IsLateField(name string) bool { return lateFields[name] }
 
 // FormError is a problem with the form that the gateway answers itself.
 type FormError struct {
@@ -70,13 +78,18 @@ func TooLarge(maxBytes int64, what string) *FormError {
 	}
 }
 
-// Fields collects the text fields that precede the file part.
+// Fields collects the form's text fields: those before the file part (Set) make the
+// UploadHeader, those after it (SetLate) the UploadTrailer. Each known field is kept
+// once, at most MaxFieldBytes long (the handler's bound), so memory stays bounded
+// whichever side of the file a field is on.
 type Fields struct {
 	values map[string]string
+	late   map[string]bool // names set after the file part
 }
 
-// Set records one text field. A known field given twice, or a value that is not
-// UTF-8, is refused; unknown fields are ignored.
+// Set records one text field that precedes the file. A known field given twice
+// (before or after the file), or a value that is not UTF-8, is refused; unknown
+// fields are ignored.
 func (f *Fields) Set(name, value string) *FormError {
 	if !IsKnownField(name) {
 		return nil
@@ -91,6 +104,23 @@ func (f *Fields) Set(name, value string) *FormError {
 		return invalidField(name, "is not valid UTF-8")
 	}
 	f.values[name] = value
+	return nil
+}
+
+// SetLate records a text field that follows the file part. Only the late fields
+// (filename, content_type, metadata) may; any other part there, unknown ones included,
+// is refused with FieldAfterFile, as is a field already given before the file.
+func (f *Fields) SetLate(name, value string) *FormError {
+	if !IsLateField(name) {
+		return FieldAfterFile(name)
+	}
+	if err := f.Set(name, value); err != nil {
+		return err
+	}
+	if f.late == nil {
+		f.late = map[string]bool{}
+	}
+	f.late[name] = true
 	return nil
 }
 
@@ -151,6 +181,34 @@ func (f *Fields) Header(sessionID, partFilename, partContentType string, maxByte
 	return h, nil
 }
 
+// Trailer builds the UploadTrailer of the last message from the fields that followed
+// the file part; nil when none did. As in the header, an empty filename or
+// content_type leaves the value the stream already has.
+func (f *Fields) Trailer() (*vidscanv1.UploadTrailer, *FormError) {
+	if len(f.late) == 0 {
+		return nil, nil
+	}
+	t := &vidscanv1.UploadTrailer{}
+	set := false
+	if v, _ := f.Get(FieldFilename); f.late[FieldFilename] && v != "" {
+		t.Filename, set = &v, true
+	}
+	if v, _ := f.Get(FieldContentType); f.late[FieldContentType] && v != "" {
+		t.ContentType, set = &v, true
+	}
+	if v, _ := f.Get(FieldMetadata); f.late[FieldMetadata] && v != "" {
+		md, err := ParseMetadata(v)
+		if err != nil {
+			return nil, err
+		}
+		t.Metadata, set = md, true
+	}
+	if !set {
+		return nil, nil
+	}
+	return t, nil
+}
+
 // ParseMetadata parses the `metadata` field: a JSON object, mapped to a Struct.
 func ParseMetadata(v string) (*structpb.Struct, *FormError) {
 	trimmed := bytes.TrimSpace([]byte(v))
@@ -164,13 +222,15 @@ func ParseMetadata(v string) (*structpb.Struct, *FormError) {
 	return s, nil
 }
 
-// FieldAfterFile is the 400 answered for any part that follows the file part: the
-// UploadHeader has already been sent by then, so such a field could not take effect.
+// FieldAfterFile is the 400 answered for a part after the file part that cannot take
+// effect there: a second file, or a field other than filename, content_type and
+// metadata (the UploadHeader, sent when the file started, needed it).
 func FieldAfterFile(name string) *FormError {
 	if name == "" {
 		name = "(unnamed part)"
 	}
-	e := invalidField(name, "comes after the %q part; send every form field before the file", FieldFile)
+	e := invalidField(name, "comes after the %q part; only %s, %s and %s may follow the file",
+		FieldFile, FieldFilename, FieldContentType, FieldMetadata)
 	if name == FieldFile {
 		e = invalidField(FieldFile, "given more than once; one upload carries one file")
 	}
@@ -179,7 +239,7 @@ func FieldAfterFile(name string) *FormError {
 
 // MissingFile is the 400 answered for a form that has no file part.
 func MissingFile() *FormError {
-	return invalidField(FieldFile, "is required: the form must end with a file part named %q", FieldFile)
+	return invalidField(FieldFile, "is required: the form must have a file part named %q", FieldFile)
 }
 
 // FieldTooLarge is the 400 answered for a text field longer than limit bytes.

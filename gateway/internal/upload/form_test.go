@@ -101,8 +101,8 @@ func TestSetRejectsDuplicatesAndBadUTF8(t *testing.T) {
 }
 
 func TestOrderingErrors(t *testing.T) {
-	e := FieldAfterFile("metadata")
-	if e.HTTPStatus != http.StatusBadRequest || e.Field != "metadata" || !strings.Contains(e.Message, "before the file") {
+	e := FieldAfterFile("size")
+	if e.HTTPStatus != http.StatusBadRequest || e.Field != "size" || !strings.Contains(e.Message, "may follow the file") {
 		t.Fatalf("%+v", e)
 	}
 	if e := FieldAfterFile("file"); !strings.Contains(e.Message, "more than once") {
@@ -159,5 +159,88 @@ func TestRenderResult(t *testing.T) {
 	}
 	if UploadStatusString(vidscanv1.UploadStatus_UPLOAD_STATUS_ANALYSIS_FAILED) != "analysis_failed" {
 		t.Fatal("analysis_failed")
+	}
+}
+
+func TestLateFieldsMakeTheTrailer(t *testing.T) {
+	f := fields(t, "model", "m1")
+	for _, kv := range [][2]string{
+		{"filename", " late.webm "}, {"content_type", "video/webm"}, {"metadata", `{"a":1}`},
+	} {
+		if err := f.SetLate(kv[0], kv[1]); err != nil {
+			t.Fatalf("SetLate(%s): %v", kv[0], err)
+		}
+	}
+	tr, err := f.Trailer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.GetFilename() != "late.webm" || tr.GetContentType() != "video/webm" ||
+		tr.GetMetadata().GetFields()["a"].GetNumberValue() != 1 {
+		t.Fatalf("%v", tr)
+	}
+	// The header, built when the file started, never sees late values.
+	var early Fields
+	h, _ := early.Header("s", "part.webm", "video/webm", 100)
+	if h.GetFilename() != "part.webm" || h.GetMetadata() != nil {
+		t.Fatalf("%v", h)
+	}
+}
+
+func TestTrailerOnlyForLateFields(t *testing.T) {
+	f := fields(t, "filename", "early.mp4", "metadata", `{"a":1}`)
+	if tr, err := f.Trailer(); tr != nil || err != nil {
+		t.Fatalf("fields before the file make no trailer: %v %v", tr, err)
+	}
+	// An empty late value leaves the header's, as an empty early one does.
+	var g Fields
+	if err := g.SetLate("filename", "  "); err != nil {
+		t.Fatal(err)
+	}
+	if tr, err := g.Trailer(); tr != nil || err != nil {
+		t.Fatalf("empty late field: %v %v", tr, err)
+	}
+	// Only the late value is sent; presence is what tells the server to replace.
+	var h Fields
+	if err := h.SetLate("metadata", `{}`); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := h.Trailer()
+	if err != nil || tr.GetMetadata() == nil || tr.Filename != nil || tr.ContentType != nil {
+		t.Fatalf("%v %v", tr, err)
+	}
+}
+
+func TestSetLateRefusals(t *testing.T) {
+	cases := []struct {
+		name, value, field, contains string
+	}{
+		{"size", "3", "size", "may follow the file"},
+		{"model", "m", "model", "may follow the file"},
+		{"sha256", "ab", "sha256", "may follow the file"},
+		{"write_offset", "0", "write_offset", "may follow the file"},
+		{"unknown", "x", "unknown", "may follow the file"},
+		{"", "x", "(unnamed part)", "may follow the file"},
+		{"file", "x", "file", "more than once"},
+		{"filename", "again.mp4", "filename", "more than once"}, // also given before the file
+		{"metadata", "\xff", "metadata", "UTF-8"},
+	}
+	for _, c := range cases {
+		f := fields(t, "filename", "early.mp4")
+		err := f.SetLate(c.name, c.value)
+		if err == nil || err.Reason != vidscanv1.ErrorReason_INVALID_FIELD || err.Field != c.field ||
+			!strings.Contains(err.Message, c.contains) {
+			t.Errorf("SetLate(%q): %+v", c.name, err)
+		}
+	}
+	f := fields(t)
+	if err := f.SetLate("metadata", "[1]"); err != nil {
+		t.Fatal(err) // parsed when the trailer is built, like the header's
+	}
+	if _, err := f.Trailer(); err == nil || err.Field != "metadata" || err.Reason != vidscanv1.ErrorReason_INVALID_FIELD {
+		t.Fatalf("%+v", err)
+	}
+	if err := f.SetLate("metadata", "{}"); err == nil || !strings.Contains(err.Message, "more than once") {
+		t.Fatalf("late field twice: %+v", err)
 	}
 }

@@ -1,15 +1,20 @@
 // Package upload serves POST /v1/dashboard/upload/{session_id}: a multipart/form-data
 // body streamed into the UploadVideo client stream as it arrives.
 //
-// The form: text fields first (filename, content_type, metadata, model, sha256, size,
-// write_offset; unknown fields are ignored), then ONE part named "file" which must be
-// the last part. The UploadHeader is sent when the file part starts, so a field that
-// follows the file (or a second file) answers 400 INVALID_FIELD and the stream is
-// cancelled without being committed: finish_write is sent (and the stream half-closed)
-// only after the closing boundary of the form has been read.
+// The form: text fields (filename, content_type, metadata, model, sha256, size,
+// write_offset; unknown fields are ignored) and ONE part named "file", read in order.
+// The fields before the file make the UploadHeader, sent when the file part starts;
+// the file is streamed as it arrives, never buffered. filename, content_type and
+// metadata may also follow the file (as many form builders send them): they are
+// collected and sent in the UploadTrailer of the last message. Any other part after
+// the file (model, sha256, size, write_offset, an unknown field, a second file), or a
+// field given on both sides, answers 400 INVALID_FIELD and the stream is cancelled
+// without being committed: finish_write is sent (and the stream half-closed) only
+// after the closing boundary of the form has been read.
 //
-// Memory: one chunk buffer per upload (ChunkBytes) plus gRPC's flow-control window;
-// nothing is written to disk. Sizes: the body is capped at MaxUploadBytes +
+// Memory: one chunk buffer per upload (ChunkBytes) plus gRPC's flow-control window,
+// and the text fields, each at most MaxFieldBytes and each at most once; nothing is
+// written to disk. Sizes: the body is capped at MaxUploadBytes +
 // MultipartSlack (http.MaxBytesReader) and the file bytes at MaxUploadBytes; either
 // answers 413 FILE_TOO_LARGE. A client that goes away cancels the gRPC stream through
 // the request context, so the server aborts and cleans up.
@@ -136,7 +141,7 @@ func (u *upload) run(sessionID string) {
 		}
 		name := part.FormName()
 		switch {
-		case fileSeen:
+		case fileSeen && !IsLateField(name):
 			u.formError(FieldAfterFile(name), true)
 			return
 		case name == FieldFile:
@@ -159,7 +164,11 @@ func (u *upload) run(sessionID string) {
 				u.formError(FieldTooLarge(name, cfg.MaxFieldBytes), true)
 				return
 			}
-			if ferr := fields.Set(name, string(value)); ferr != nil {
+			set := fields.Set
+			if fileSeen {
+				set = fields.SetLate
+			}
+			if ferr := set(name, string(value)); ferr != nil {
 				u.formError(ferr, true)
 				return
 			}
@@ -172,6 +181,11 @@ func (u *upload) run(sessionID string) {
 		u.formError(MissingFile(), true)
 		return
 	}
+	trailer, ferr := fields.Trailer()
+	if ferr != nil {
+		u.formError(ferr, true)
+		return
+	}
 	// The form is complete. Read the epilogue so that the server notices a client
 	// that goes away while the analysis runs (that cancels the request context), and
 	// stop the idle deadline: the wait below is for the server, not the client.
@@ -181,7 +195,7 @@ func (u *upload) run(sessionID string) {
 	// Only now, with the whole form read and valid, is the file complete: finish_write
 	// (ByteStream-style) tells the server so. Every failure path above cancels the
 	// stream instead, and a stream that ends without finish_write is never accepted.
-	if !u.send(&vidscanv1.UploadVideoRequest{FinishWrite: true}) {
+	if !u.send(&vidscanv1.UploadVideoRequest{FinishWrite: true, Trailer: trailer}) {
 		return
 	}
 	resp, err := u.stream.CloseAndRecv()
