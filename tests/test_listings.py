@@ -230,7 +230,7 @@ async def test_rest_routes_through_the_gateway(server: Running, videos: dict[str
 
             filtered = await http.get(
                 "/v1/videos",
-                params={"analysis_status": "ANALYSIS_STATUS_FAILED"},
+                params={"analysis_status": "failed"},  # the REST spelling
                 headers=headers,
             )
             assert filtered.status_code == 200, filtered.text
@@ -239,7 +239,7 @@ async def test_rest_routes_through_the_gateway(server: Running, videos: dict[str
             analyses = await http.get(f"/v1/videos/{ids[0]}/analyses", headers=headers)
             assert analyses.status_code == 200, analyses.text
             (only,) = analyses.json()["analyses"]
-            assert (only["video_id"], only["status"]) == (ids[0], "ANALYSIS_STATUS_PENDING")
+            assert (only["video_id"], only["status"]) == (ids[0], "pending")
             assert analyses.json()["next_page_token"] == ""
 
             # The single-video route is still GetVideo.

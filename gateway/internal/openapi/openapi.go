@@ -3,7 +3,10 @@
 //   - the hand-written multipart route POST /v1/dashboard/upload/{session_id} is added
 //     (the generator renders the unannotated UploadVideo under a placeholder gRPC path
 //     only so that UploadResult is in `definitions`; that path is removed),
-//   - UploadResult.upload_status is the lower-case string, file_size a number,
+//   - every vidscan message and enum is described in the REST shape the gateway
+//     writes (internal/restjson): 64-bit integers as integers, enums as their
+//     lower-case names, unset message/optional fields nullable (x-nullable),
+//   - the content route GET/HEAD /v1/videos/{video_id}/content is described,
 //   - DELETE /v1/dashboard/upload/{session_id} answers 204 without a body,
 //   - every error response is the REST error body (ErrorResponse), not google.rpc.Status,
 //   - the bearer token is declared.
@@ -12,6 +15,13 @@ package openapi
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	_ "github.com/vidscan/vidscan/gateway/gen/vidscan/v1" // registers the descriptors
+	"github.com/vidscan/vidscan/gateway/internal/restjson"
 )
 
 const (
@@ -33,10 +43,18 @@ func Patch(generated []byte, maxUploadBytes int64) ([]byte, error) {
 
 	paths := obj(doc, "paths")
 	defs := obj(doc, "definitions")
-	delete(paths, placeholderPath)
-	// ContentService has no HTTP binding of its own: the gateway's content route
-	// (internal/content) serves it as bytes, documented below.
-	delete(paths, "/vidscan.v1.ContentService/ReadVideoContent")
+	// Methods without an HTTP binding are rendered under their gRPC path; the gateway
+	// serves the streaming ones on routes of its own (documented below), none as-is.
+	for path := range paths {
+		if strings.HasPrefix(path, "/vidscan.v1.") {
+			delete(paths, path)
+		}
+	}
+	for name := range defs {
+		if strings.HasPrefix(name, "StreamResultOf") { // the streams' envelopes
+			delete(defs, name)
+		}
+	}
 	for _, name := range []string{"ReadVideoContentRequest", "ReadVideoContentResponse", "ContentInfo"} {
 		delete(defs, name)
 	}
@@ -44,15 +62,8 @@ func Patch(generated []byte, maxUploadBytes int64) ([]byte, error) {
 		delete(defs, name)
 	}
 
-	if res, ok := defs["UploadResult"].(map[string]any); ok {
-		props := obj(res, "properties")
-		props["upload_status"] = map[string]any{
-			"type":        "string",
-			"enum":        []any{"analyzed", "processing", "analysis_failed"},
-			"description": "analyzed: detection_result is filled; processing: poll GET /v1/analyses/{analysis_id}; analysis_failed: stored, analysis failed for good.",
-		}
-		props["file_size"] = map[string]any{"type": "integer", "format": "int64"}
-	}
+	restShapes(defs)
+	restQueryEnums(paths)
 	defs["ErrorResponse"] = errorResponseSchema()
 
 	// Every error response is the REST error body.
@@ -78,6 +89,7 @@ func Patch(generated []byte, maxUploadBytes int64) ([]byte, error) {
 	contentItem := obj(paths, contentPath)
 	contentItem["get"] = contentOperation("get")
 	contentItem["head"] = contentOperation("head")
+	obj(paths, "/v1/analyses/{analysis_id}/events")["get"] = eventsOperation()
 
 	doc["securityDefinitions"] = map[string]any{
 		"bearer": map[string]any{
@@ -126,6 +138,147 @@ func uploadOperation(maxUploadBytes int64) map[string]any {
 			"413": map[string]any{"description": "FILE_TOO_LARGE", "schema": ref("ErrorResponse")},
 			"default": map[string]any{
 				"description": "An error (gRPC status mapped to HTTP).",
+				"schema":      ref("ErrorResponse"),
+			},
+		},
+	}
+}
+
+// restShapes rewrites the definitions of vidscan's messages and enums to the shape
+// internal/restjson writes, from the same descriptors.
+func restShapes(defs map[string]any) {
+	for name, d := range defs {
+		def := asObj(d)
+		desc, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName("vidscan.v1." + name))
+		if err != nil || def == nil {
+			continue
+		}
+		switch desc := desc.(type) {
+		case protoreflect.EnumDescriptor:
+			def["enum"] = enumValues(desc)
+			delete(def, "default")
+			def["x-nullable"] = true
+		case protoreflect.MessageDescriptor:
+			props := obj(def, "properties")
+			fields := desc.Fields()
+			for i := 0; i < fields.Len(); i++ {
+				fd := fields.Get(i)
+				name := string(fd.Name())
+				if p, ok := props[name].(map[string]any); ok {
+					props[name] = restField(fd, p)
+				}
+			}
+		}
+	}
+}
+
+// restQueryEnums gives enum query parameters the REST spellings they accept
+// (restjson.QueryParser), e.g. analysis_status=analyzed.
+func restQueryEnums(paths map[string]any) {
+	spelling := map[string]any{}
+	protoregistry.GlobalTypes.RangeEnums(func(et protoreflect.EnumType) bool {
+		ed := et.Descriptor()
+		if ed.ParentFile().Package() == "vidscan.v1" {
+			for i := 0; i < ed.Values().Len(); i++ {
+				vd := ed.Values().Get(i)
+				spelling[string(vd.Name())] = nil // UNSPECIFIED: left out
+				if vd.Number() != 0 {
+					spelling[string(vd.Name())] = restjson.EnumString(ed, vd)
+				}
+			}
+		}
+		return true
+	})
+	for _, item := range paths {
+		for _, op := range asObj(item) {
+			params, _ := asObj(op)["parameters"].([]any)
+			for _, param := range params {
+				p := asObj(param)
+				values, ok := p["enum"].([]any)
+				if !ok {
+					continue
+				}
+				var rest []any
+				for _, v := range values {
+					if name, ok := v.(string); ok {
+						if r, known := spelling[name]; known {
+							if r != nil {
+								rest = append(rest, r)
+							}
+							continue
+						}
+					}
+					rest = append(rest, v)
+				}
+				p["enum"] = rest
+				delete(p, "default")
+			}
+		}
+	}
+}
+
+func enumValues(ed protoreflect.EnumDescriptor) []any {
+	var values []any
+	for i := 0; i < ed.Values().Len(); i++ {
+		if vd := ed.Values().Get(i); vd.Number() != 0 {
+			values = append(values, restjson.EnumString(ed, vd))
+		}
+	}
+	return values
+}
+
+// restField is one property as restjson writes the field.
+func restField(fd protoreflect.FieldDescriptor, p map[string]any) map[string]any {
+	scalar := func(s map[string]any) map[string]any {
+		switch fd.Kind() {
+		case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind,
+			protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+			s["type"] = "integer"
+		case protoreflect.EnumKind:
+			delete(s, "$ref")
+			s["type"] = "string"
+			s["enum"] = enumValues(fd.Enum())
+			s["x-nullable"] = true // the zero (UNSPECIFIED) value
+		}
+		return s
+	}
+	if fd.IsList() {
+		if items, ok := p["items"].(map[string]any); ok {
+			p["items"] = scalar(items)
+		}
+		return p
+	}
+	if fd.IsMap() {
+		return p
+	}
+	p = scalar(p)
+	if fd.HasPresence() {
+		if ref, ok := p["$ref"]; ok { // Swagger 2 ignores siblings of $ref
+			delete(p, "$ref")
+			p["allOf"] = []any{map[string]any{"$ref": ref}}
+		}
+		p["x-nullable"] = true
+	}
+	return p
+}
+
+// eventsOperation describes the Server-Sent Events route (internal/events).
+func eventsOperation() map[string]any {
+	return map[string]any{
+		"operationId": "AnalysisService_WatchAnalysis",
+		"tags":        []any{"AnalysisService"},
+		"summary":     "The analysis as it changes, as Server-Sent Events, until it is final.",
+		"description": "`event: analysis` with `data:` the Analysis (the same JSON as GET /v1/analyses/{analysis_id}) " +
+			"at once and after each change; the stream ends after ANALYZED or FAILED. `: keepalive` comments keep " +
+			"idle connections open; a failure after the first event is an `event: error` with the error body.",
+		"produces": []any{"text/event-stream"},
+		"parameters": []any{
+			map[string]any{"name": "analysis_id", "in": "path", "required": true, "type": "string"},
+		},
+		"responses": map[string]any{
+			"200": map[string]any{"description": "An event stream of Analysis messages."},
+			"default": map[string]any{
+				"description": "An error before the first event (gRPC status mapped to HTTP).",
 				"schema":      ref("ErrorResponse"),
 			},
 		},

@@ -146,8 +146,8 @@ func TestRenderResult(t *testing.T) {
 			t.Errorf("missing %s in %s", k, raw)
 		}
 	}
-	if _, ok := m["processing_time"]; ok {
-		t.Errorf("unset optional processing_time must be absent: %s", raw)
+	if v, ok := m["processing_time"]; !ok || v != nil {
+		t.Errorf("unset optional processing_time must be null: %s", raw)
 	}
 	if m["detection_result"].(map[string]any)["is_fake"] != false {
 		t.Errorf("detection_result.is_fake must be emitted: %s", raw)
