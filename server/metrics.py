@@ -87,6 +87,13 @@ QUEUE_OLDEST_SECONDS = Gauge(
     "Age of the oldest job in the analysis queue (0 when empty).",
     multiprocess_mode="max",
 )
+WEBHOOK_DELIVERIES = Counter(
+    "vidscan_webhook_deliveries",
+    "Webhook delivery attempts by outcome: delivered (2xx), retried (failed, tried again "
+    "after the backoff), dropped (given up: attempts or age used up, host no longer "
+    "allowed).",
+    ("outcome",),
+)
 JANITOR_ACTIONS = Counter(
     "vidscan_janitor_actions", "What the janitor cleaned up, by action.", ("action",)
 )
@@ -145,6 +152,8 @@ for _stage in ("decode", "inference", "total"):
     ANALYSIS_SECONDS.labels(_stage)
 for _status in ("analyzed", "failed"):
     ANALYSES.labels(_status)
+for _outcome in ("delivered", "retried", "dropped"):
+    WEBHOOK_DELIVERIES.labels(_outcome)
 for _kind in ("crashed", "timed_out", "failed", "busy"):
     MEDIA_FAILURES.labels(_kind)
 for _reason in ("DETECTOR_UNAVAILABLE", "DETECTOR_ERROR"):

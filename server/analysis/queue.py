@@ -51,6 +51,29 @@ DELAYED = PREFIX + "delayed"
 QUEUED = PREFIX + "queued"
 GROUP = "analysis-workers"
 
+
+@dataclass(frozen=True)
+class QueueKeys:
+    """The Redis keys and group of one queue, so that another job kind (webhook
+    deliveries) gets a queue of its own with the same guarantees."""
+
+    stream: str
+    delayed: str
+    queued: str
+    group: str
+
+    @classmethod
+    def named(cls, prefix: str, *, group: str) -> QueueKeys:
+        return cls(
+            stream=prefix + "jobs",
+            delayed=prefix + "delayed",
+            queued=prefix + "queued",
+            group=group,
+        )
+
+
+ANALYSIS_KEYS = QueueKeys(stream=STREAM, delayed=DELAYED, queued=QUEUED, group=GROUP)
+
 # A job postponed again and again (Triton down for long) is still looked at this often.
 MAX_RETRY_DELAY_SECONDS = 300.0
 # Beyond this exponent the delay is at the cap anyway; it keeps 2**n a small number.
@@ -171,8 +194,15 @@ return math.max(0, tonumber(first[2]) - now)
 
 
 class RedisStreamQueue:
-    def __init__(self, *, client: aioredis.Redis, reclaim_after_seconds: float) -> None:
+    def __init__(
+        self,
+        *,
+        client: aioredis.Redis,
+        reclaim_after_seconds: float,
+        keys: QueueKeys = ANALYSIS_KEYS,
+    ) -> None:
         self._redis = client
+        self._keys = keys
         self._reclaim_ms = int(reclaim_after_seconds * 1000)
         self._group_ready = False
         self._enqueue = client.register_script(_ENQUEUE)
@@ -181,10 +211,12 @@ class RedisStreamQueue:
         self._promote = client.register_script(_PROMOTE)
 
     @classmethod
-    def from_url(cls, url: str, *, reclaim_after_seconds: float) -> RedisStreamQueue:
+    def from_url(
+        cls, url: str, *, reclaim_after_seconds: float, keys: QueueKeys = ANALYSIS_KEYS
+    ) -> RedisStreamQueue:
         # No socket timeout: XREADGROUP blocks for up to the caller's wait.
         client = redis_client(url, socket_timeout=None)
-        return cls(client=client, reclaim_after_seconds=reclaim_after_seconds)
+        return cls(client=client, reclaim_after_seconds=reclaim_after_seconds, keys=keys)
 
     async def stats(self) -> QueueStats:
         """XLEN counts waiting and in-hand jobs (acknowledged ones are deleted); the
@@ -193,9 +225,9 @@ class RedisStreamQueue:
             map_queue_errors("read queue statistics"),
             self._redis.pipeline(transaction=False) as pipe,
         ):
-            pipe.xlen(STREAM)
-            pipe.zcard(DELAYED)
-            pipe.xrange(STREAM, count=1)
+            pipe.xlen(self._keys.stream)
+            pipe.zcard(self._keys.delayed)
+            pipe.xrange(self._keys.stream, count=1)
             pipe.time()
             length, delayed, first, now = await pipe.execute()
         oldest = 0.0
@@ -211,7 +243,9 @@ class RedisStreamQueue:
             return
         async with map_queue_errors("create job group"):
             try:
-                await self._redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+                await self._redis.xgroup_create(
+                    self._keys.stream, self._keys.group, id="0", mkstream=True
+                )
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
@@ -220,7 +254,7 @@ class RedisStreamQueue:
     async def enqueue(self, analysis_id: str) -> None:
         await self._ensure_group()
         async with map_queue_errors("enqueue analysis"):
-            await self._enqueue(keys=[STREAM, QUEUED], args=[analysis_id])
+            await self._enqueue(keys=[self._keys.stream, self._keys.queued], args=[analysis_id])
 
     async def receive(self, *, consumer: str, wait_seconds: float) -> Job | None:
         deadline = asyncio.get_running_loop().time() + wait_seconds
@@ -252,18 +286,27 @@ class RedisStreamQueue:
         due time wakes for it."""
         loop = asyncio.get_running_loop()
         while True:
-            next_due_ms = int(await self._promote(keys=[STREAM, DELAYED], args=[PROMOTE_BATCH]))
+            next_due_ms = int(
+                await self._promote(
+                    keys=[self._keys.stream, self._keys.delayed], args=[PROMOTE_BATCH]
+                )
+            )
             claimed: Any = await self._redis.xautoclaim(
-                STREAM, GROUP, consumer, min_idle_time=self._reclaim_ms, start_id="0-0", count=1
+                self._keys.stream,
+                self._keys.group,
+                consumer,
+                min_idle_time=self._reclaim_ms,
+                start_id="0-0",
+                count=1,
             )
             if claimed and claimed[1]:
                 return claimed[1]
             left_ms = int((deadline - loop.time()) * 1000)
             block = left_ms if next_due_ms < 0 else min(left_ms, next_due_ms)
             read: Any = await self._redis.xreadgroup(
-                GROUP,
+                self._keys.group,
                 consumer,
-                {STREAM: ">"},
+                {self._keys.stream: ">"},
                 count=1,
                 block=max(1, block),  # 0: forever
             )
@@ -272,14 +315,17 @@ class RedisStreamQueue:
 
     async def ack(self, job: Job) -> None:
         async with map_queue_errors("ack analysis job"):
-            await self._ack(keys=[STREAM, QUEUED], args=[GROUP, job.message_id, job.analysis_id])
+            await self._ack(
+                keys=[self._keys.stream, self._keys.queued],
+                args=[self._keys.group, job.message_id, job.analysis_id],
+            )
 
     async def retry_later(self, job: Job, *, delay_seconds: float) -> None:
         async with map_queue_errors("postpone analysis job"):
             await self._retry_later(
-                keys=[STREAM, DELAYED],
+                keys=[self._keys.stream, self._keys.delayed],
                 args=[
-                    GROUP,
+                    self._keys.group,
                     job.message_id,
                     job.analysis_id,
                     job.retries + 1,
@@ -291,7 +337,9 @@ class RedisStreamQueue:
         if not analysis_ids:
             return set()
         async with map_queue_errors("list queued analyses"):
-            counts: list[bytes | str | None] = await self._redis.hmget(QUEUED, list(analysis_ids))
+            counts: list[bytes | str | None] = await self._redis.hmget(
+                self._keys.queued, list(analysis_ids)
+            )
         return {aid for aid, count in zip(analysis_ids, counts, strict=True) if count}
 
     async def close(self) -> None:

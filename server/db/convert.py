@@ -89,6 +89,7 @@ def analysis_record(row: AnalysisRow) -> AnalysisRecord:
         completed_at=_aware_or_none(row.completed_at),
         lease_until=_aware_or_none(row.lease_until),
         duration_ms=row.duration_ms,
+        callback_url=row.callback_url or "",
     )
 
 
@@ -109,4 +110,5 @@ def analysis_row(record: AnalysisRecord) -> AnalysisRow:
         completed_at=record.completed_at,
         lease_until=record.lease_until,
         duration_ms=record.duration_ms,
+        callback_url=record.callback_url,
     )

@@ -63,6 +63,8 @@ class AnalysisRow(Base):
     # picked up again by another worker.
     lease_until: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
     duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The upload's webhook, called once the analysis is final; "" for none.
+    callback_url: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class UserQuotaRow(Base):

@@ -76,3 +76,5 @@ class AnalysisRecord:
     completed_at: datetime | None = None
     lease_until: datetime | None = None
     duration_ms: float | None = None
+    # Where the final state is announced (server/webhooks/); "" for none.
+    callback_url: str = ""

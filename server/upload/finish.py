@@ -78,12 +78,14 @@ class UploadFinisher:
         content_type: str,
         metadata: dict[str, Any],
         model: str,
+        callback_url: str = "",
         deadline: float | None = None,
     ) -> tuple[VideoRecord, AnalysisRecord]:
         """Takes a sealed upload to a recorded video and a completed session.
         ``resumed``: the session was sealed by an earlier stream, which may have got
         as far as recording its video (a stream that sealed it just now cannot have).
-        ``deadline``: the caller's (``UploadInput.deadline``), for the media pool."""
+        ``deadline``: the caller's (``UploadInput.deadline``), for the media pool.
+        ``callback_url``: the checked webhook, kept with the analysis ("" for none)."""
         sealed = stream.sealed
         assert sealed is not None, "only a sealed upload can be finished"
         recorded = (
@@ -125,7 +127,7 @@ class UploadFinisher:
             )
             await self._faults.reached(FinishStep.BEFORE_RECORD)
             stream.record_attempted = True
-            recorded = await self._record(video, model=model, now=now)
+            recorded = await self._record(video, model=model, callback_url=callback_url, now=now)
             await self._faults.reached(FinishStep.RECORDED)
         stream.recorded = True
         video, analysis = recorded
@@ -141,7 +143,7 @@ class UploadFinisher:
         return video, analysis
 
     async def _record(
-        self, video: VideoRecord, *, model: str, now: datetime
+        self, video: VideoRecord, *, model: str, callback_url: str, now: datetime
     ) -> tuple[VideoRecord, AnalysisRecord]:
         analysis = pending_analysis(
             analysis_id=self._new_id(),
@@ -149,6 +151,7 @@ class UploadFinisher:
             user_id=video.user_id,
             model=model,
             now=now,
+            callback_url=callback_url,
         )
         try:
             return await self._repo.record_upload(video=video, analysis=analysis)

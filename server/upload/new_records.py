@@ -51,7 +51,13 @@ def new_video(
 
 
 def pending_analysis(
-    *, analysis_id: str, video_id: str, user_id: str, model: str, now: datetime
+    *,
+    analysis_id: str,
+    video_id: str,
+    user_id: str,
+    model: str,
+    now: datetime,
+    callback_url: str = "",
 ) -> AnalysisRecord:
     return AnalysisRecord(
         id=analysis_id,
@@ -60,4 +66,5 @@ def pending_analysis(
         status=AnalysisStatus.PENDING,
         model_name=model,
         created_at=now,
+        callback_url=callback_url,
     )

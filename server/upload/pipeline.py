@@ -91,6 +91,8 @@ class UploadInput:
     metadata: dict[str, Any]
     write_offset: int
     model: str
+    # The checked webhook of the final analysis (server/webhooks/policy.py); "" for none.
+    callback_url: str = ""
     # time.monotonic() instant the client stops waiting (its RPC deadline), if any:
     # media jobs wait for a free worker only until shortly before it.
     deadline: float | None = None
@@ -421,6 +423,7 @@ class UploadPipeline:
             content_type=request.content_type,
             metadata=request.metadata,
             model=request.model or self._rules.default_model,
+            callback_url=request.callback_url,
             deadline=request.deadline,
         )
         with contextlib.suppress(VidscanError):  # a leftover is the janitor's

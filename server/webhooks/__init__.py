@@ -1,0 +1,1 @@
+"""Webhooks: an upload's callback_url is told when its analysis is final."""
