@@ -16,6 +16,8 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.faults import parse_fault_points
+from server.webhooks.policy import HostPattern, parse_host_patterns
+from server.webhooks.signing import parse_secret
 
 MIB = 1024 * 1024
 
@@ -202,6 +204,29 @@ class Settings(BaseSettings):
     # Frames to Triton through system shared memory: "auto" when TRITON_URL names this
     # host (localhost, 127.0.0.0/8, ::1, unix:), "on", or "off" (in the gRPC request).
     triton_shm: Literal["auto", "on", "off"] = "auto"
+    # WatchAnalysis (server/analysis/watch.py): a watch re-reads its analysis on each
+    # change notification and at least this often (a lost notification only delays);
+    # a process holds this many watches at most (0: no limit), refusing more with
+    # SERVER_BUSY.
+    watch_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+    max_watchers_per_process: Annotated[int, Field(ge=0)] = 1000
+
+    # Webhooks (server/webhooks/): an upload's header.callback_url is POSTed the final
+    # analysis, signed per Standard Webhooks. Allowed hosts: comma-separated host[:port]
+    # patterns ("hooks.example.com", "*.example.com", "127.0.0.1:*"); empty: webhooks
+    # are off and any callback_url is refused. https only, unless callback_allow_http.
+    callback_hosts: str = ""
+    callback_allow_http: bool = False
+    # "whsec_" + base64 of 24-64 random bytes; required when callback_hosts is set.
+    webhook_secret: SecretStr = SecretStr("")
+    webhook_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
+    # Retries: base * 2**attempt, capped; given up after max attempts or max age.
+    webhook_retry_seconds: Annotated[float, Field(gt=0)] = 5.0
+    webhook_retry_max_seconds: Annotated[float, Field(gt=0)] = 600.0
+    webhook_max_attempts: Annotated[int, Field(ge=1)] = 12
+    webhook_max_age_seconds: Annotated[float, Field(gt=0)] = 24 * 3600.0
+    # Concurrent deliveries per process (one attempt each, bounded by the timeout).
+    webhook_workers: Annotated[int, Field(ge=1, le=64)] = 4
 
     # Health: how often each dependency is probed, and how long a probe may take.
     health_interval_seconds: Annotated[float, Field(gt=0)] = 5.0
@@ -234,6 +259,25 @@ class Settings(BaseSettings):
     def _known_fault_points(cls, value: str) -> str:
         parse_fault_points(value)  # raises ValueError naming what is wrong
         return value
+
+    @field_validator("callback_hosts")
+    @classmethod
+    def _known_host_patterns(cls, value: str) -> str:
+        parse_host_patterns(value)  # raises ValueError naming the bad pattern
+        return value
+
+    @model_validator(mode="after")
+    def _webhooks_need_a_secret(self) -> Settings:
+        secret = self.webhook_secret.get_secret_value()
+        if self.callback_hosts.strip() and not secret:
+            raise ValueError("VIDSCAN_CALLBACK_HOSTS needs VIDSCAN_WEBHOOK_SECRET (whsec_...)")
+        if secret:
+            parse_secret(secret)  # raises ValueError saying what is wrong
+        return self
+
+    @property
+    def callback_host_patterns(self) -> tuple[HostPattern, ...]:
+        return parse_host_patterns(self.callback_hosts)
 
     @field_validator("log_format")
     @classmethod

@@ -12,7 +12,8 @@
      │                                                   CORRUPT_CONTAINER, NO_VIDEO_STREAM,
      │                                                   VIDEO_UNDECODABLE, VIDEO_LIMITS_EXCEEDED,
      │                                                   SIZE_MISMATCH, HASH_MISMATCH,
-     │                                                   MODEL_NOT_ALLOWED
+     │                                                   MODEL_NOT_ALLOWED,
+     │                                                   CALLBACK_URL_NOT_ALLOWED
      ├── IncompleteUpload             INVALID_ARGUMENT   UPLOAD_INCOMPLETE
      ├── OffsetMismatch               OUT_OF_RANGE       INVALID_OFFSET
      ├── RangeNotSatisfiable          OUT_OF_RANGE       RANGE_NOT_SATISFIABLE
@@ -234,6 +235,7 @@ ERROR_CLASSES: Final[Mapping[ErrorReason, type[VidscanError]]] = MappingProxyTyp
         Reason.SIZE_MISMATCH: InvalidUpload,
         Reason.HASH_MISMATCH: InvalidUpload,
         Reason.MODEL_NOT_ALLOWED: InvalidUpload,
+        Reason.CALLBACK_URL_NOT_ALLOWED: InvalidUpload,
         Reason.UPLOAD_INCOMPLETE: IncompleteUpload,
         Reason.INVALID_OFFSET: OffsetMismatch,
         Reason.RANGE_NOT_SATISFIABLE: RangeNotSatisfiable,

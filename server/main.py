@@ -30,10 +30,13 @@ from vidscan.v1 import (
 
 from server import tracing
 from server.analysis.analyzer import AnalysisRules, AnalysisWorker, Analyzer
-from server.analysis.queue import MemoryQueue, RecoverableQueue, RedisStreamQueue
+from server.analysis.changes import AnalysisChanges, MemoryChanges, NotifyingAnalyses
+from server.analysis.queue import MemoryQueue, QueueKeys, RecoverableQueue, RedisStreamQueue
 from server.analysis.queue_gauges import sample_queue
 from server.analysis.recovery import QueueRecovery
+from server.analysis.redis_changes import RedisChanges
 from server.analysis.stage import AnalysisStage
+from server.analysis.watch import AnalysisWatch
 from server.api.analysis_servicer import AnalysisServicer
 from server.api.content_servicer import ContentServicer
 from server.api.interceptors import RequestContext, RpcMetrics
@@ -72,6 +75,11 @@ from server.upload.budget import PartBudget
 from server.upload.open_session import SessionOpener
 from server.upload.pipeline import UploadPipeline, UploadRules
 from server.upload.stall import StallPolicy
+from server.webhooks.announce import WebhookAnnouncer
+from server.webhooks.delivery import DeliveryRules, DeliveryWorker
+from server.webhooks.policy import CallbackPolicy
+from server.webhooks.sender import AiohttpSender
+from server.webhooks.signing import WebhookSigner
 
 log = logging.getLogger("vidscan")
 
@@ -88,6 +96,19 @@ RECOVERY_INTERVAL_SECONDS = 30.0
 JANITOR_GRACE_SECONDS = 600
 # An analysis younger than this may simply not be enqueued yet by its upload.
 RECOVERY_MIN_AGE_SECONDS = 30.0
+# Webhook deliveries: a queue of their own beside the analysis jobs.
+WEBHOOK_KEYS = QueueKeys.named("vidscan:webhook-", group="webhook-workers")
+
+
+@dataclass
+class Webhooks:
+    """What delivers the final analyses to the uploads' callback URLs."""
+
+    queue: RecoverableQueue
+    policy: CallbackPolicy
+    signer: WebhookSigner
+    sender: AiohttpSender
+    rules: DeliveryRules
 
 
 @dataclass
@@ -103,8 +124,11 @@ class Core:
     locker: SessionLocker
     media: MediaInspector
     queue: RecoverableQueue
+    changes: AnalysisChanges
     detector: TritonDetector | None
     analyzer: Analyzer | None
+    callbacks: CallbackPolicy
+    webhooks: Webhooks | None = None
     background: Background = field(default_factory=Background)
 
     def spawn(self, coro: Awaitable[None]) -> None:
@@ -204,6 +228,52 @@ def build_queue(settings: Settings) -> RecoverableQueue:
     return MemoryQueue()
 
 
+def build_changes(settings: Settings) -> AnalysisChanges:
+    """Analysis change notifications: across replicas through Redis, else in-process."""
+    if settings.redis_url:
+        return RedisChanges.from_url(settings.redis_url)
+    return MemoryChanges()
+
+
+def callback_policy(settings: Settings) -> CallbackPolicy:
+    return CallbackPolicy(
+        hosts=settings.callback_host_patterns, allow_http=settings.callback_allow_http
+    )
+
+
+def build_webhooks(settings: Settings, closers: list[Closer]) -> Webhooks | None:
+    """None when no callback host is allowed (every callback_url is refused then)."""
+    policy = callback_policy(settings)
+    if not policy.enabled:
+        return None
+    queue: RecoverableQueue
+    if settings.redis_url:
+        # A job in the hands of a process that died is taken over after this: well
+        # past one attempt's timeout, so a slow receiver is not called twice at once.
+        queue = RedisStreamQueue.from_url(
+            settings.redis_url,
+            reclaim_after_seconds=max(30.0, 3 * settings.webhook_timeout_seconds),
+            keys=WEBHOOK_KEYS,
+        )
+    else:
+        queue = MemoryQueue()
+    closers.append(queue.close)
+    sender = AiohttpSender(timeout_seconds=settings.webhook_timeout_seconds)
+    closers.append(sender.close)
+    return Webhooks(
+        queue=queue,
+        policy=policy,
+        signer=WebhookSigner.from_secret(settings.webhook_secret.get_secret_value()),
+        sender=sender,
+        rules=DeliveryRules(
+            retry_base_seconds=settings.webhook_retry_seconds,
+            retry_max_seconds=settings.webhook_retry_max_seconds,
+            max_attempts=settings.webhook_max_attempts,
+            max_age=timedelta(seconds=settings.webhook_max_age_seconds),
+        ),
+    )
+
+
 def fault_points(settings: Settings) -> FaultPoints:
     faults = parse_fault_points(settings.fault_points)
     if settings.fault_points:
@@ -284,12 +354,15 @@ async def build_core(settings: Settings, *, clock: Clock = system_clock) -> Core
         await sessions.ping()
         queue = build_queue(settings)
         closers.append(queue.close)
+        changes = build_changes(settings)
+        closers.append(changes.close)
         media_config = media_worker_config(settings)
         # Started here, before anything serves: a server whose media workers cannot
         # start fails to start instead of reporting SERVING.
         pool = MediaPool(options=media_config.pool_options())
         await pool.start()
         closers.append(pool.close)
+        webhooks = build_webhooks(settings, closers)
     except BaseException:
         for close in reversed(closers):
             await close()
@@ -311,7 +384,7 @@ async def build_core(settings: Settings, *, clock: Clock = system_clock) -> Core
         )
         closers.append(detector.close)
         analyzer = Analyzer(
-            analyses=analyses,
+            analyses=NotifyingAnalyses(inner=analyses, changes=changes),
             store=store,
             media=media,
             detector=detector,
@@ -324,6 +397,7 @@ async def build_core(settings: Settings, *, clock: Clock = system_clock) -> Core
                 spool_dir=spool_dir,
                 frame_policy=settings.frame_policy,
             ),
+            on_final=None if webhooks is None else WebhookAnnouncer(queue=webhooks.queue),
         )
     return Core(
         settings=settings,
@@ -336,17 +410,22 @@ async def build_core(settings: Settings, *, clock: Clock = system_clock) -> Core
         sessions=sessions,
         media=media,
         queue=queue,
+        changes=changes,
         locker=sessions,
         detector=detector,
         analyzer=analyzer,
+        callbacks=callback_policy(settings),
+        webhooks=webhooks,
         background=Background(closers=closers),
     )
 
 
 def start_workers(core: Core, *, count: int) -> None:
+    """The analysis workers and, beside them, the webhook delivery workers."""
+    host = socket.gethostname()
+    start_delivery_workers(core, host=host)
     if core.analyzer is None or count == 0:
         return
-    host = socket.gethostname()
     for index in range(count):
         worker = AnalysisWorker(
             queue=core.queue,
@@ -365,6 +444,24 @@ def start_workers(core: Core, *, count: int) -> None:
             stop=core.background.stopping, interval_seconds=RECOVERY_INTERVAL_SECONDS
         )
     )
+
+
+def start_delivery_workers(core: Core, *, host: str) -> None:
+    webhooks = core.webhooks
+    if webhooks is None:
+        return
+    for index in range(core.settings.webhook_workers):
+        worker = DeliveryWorker(
+            queue=webhooks.queue,
+            analyses=core.analyses,
+            sender=webhooks.sender,
+            signer=webhooks.signer,
+            policy=webhooks.policy,
+            rules=webhooks.rules,
+            clock=core.clock,
+            name=f"{host}-{id(core):x}-webhook-{index}",
+        )
+        core.background.add_worker(worker.run_forever(stop=core.background.stopping))
 
 
 def queue_recovery(core: Core) -> QueueRecovery:
@@ -386,6 +483,7 @@ class App:
     admission: Admission
     health: health.aio.HealthServicer
     stage: AnalysisStage
+    watch: AnalysisWatch
 
     async def stop(self, grace_seconds: float) -> None:
         """Refuses new uploads, lets running ones finish within the grace period,
@@ -425,6 +523,11 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
     limits = await build_limits(settings, core.background.closers)
     signer = link_signer(settings)
     links = playback_links(settings, signer)
+    watch = AnalysisWatch(
+        feed=core.changes,
+        poll_seconds=settings.watch_poll_seconds,
+        max_watchers=settings.max_watchers_per_process,
+    )
     stage = AnalysisStage(
         allowed_models=settings.model_allow_list,
         default_model=settings.default_model,
@@ -497,11 +600,18 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
             pressure=lambda: budget.contended,
             clock=clock,
             max_metadata_bytes=settings.max_metadata_bytes,
+            callbacks=core.callbacks,
         ),
         server,
     )
     analysis_pb2_grpc.add_AnalysisServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        AnalysisServicer(auth=auth, repository=core.repository, links=links, limits=limits),
+        AnalysisServicer(
+            auth=auth,
+            repository=core.repository,
+            links=links,
+            limits=limits,
+            watch=watch,
+        ),
         server,
     )
     content_pb2_grpc.add_ContentServiceServicer_to_server(  # type: ignore[no-untyped-call]
@@ -584,6 +694,7 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
         admission=admission,
         health=health_servicer,
         stage=stage,
+        watch=watch,
     )
 
 

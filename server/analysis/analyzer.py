@@ -68,6 +68,14 @@ class SharedMemoryDetector(Detector, Protocol):
     ) -> list[float]: ...
 
 
+class FinalStateHook(Protocol):
+    """Told just before an analysis' final state (ANALYZED or FAILED) is written
+    (the webhook announcer enqueues its delivery there). Must be quick; an error
+    gives the analysis back to be run again, so nothing final goes unannounced."""
+
+    async def before_final(self, analysis: AnalysisRecord) -> None: ...
+
+
 @dataclass(frozen=True)
 class AnalysisRules:
     frames: int
@@ -88,12 +96,14 @@ class Analyzer:
         media: MediaInspector,
         detector: Detector,
         rules: AnalysisRules,
+        on_final: FinalStateHook | None = None,
     ) -> None:
         self._analyses = analyses
         self._store = store
         self._media = media
         self._detector = detector
         self._rules = rules
+        self._on_final = on_final
 
     async def run(
         self, analysis_id: str, *, local_path: Path | None = None
@@ -116,10 +126,7 @@ class Analyzer:
         try:
             result = await self._analyse(row, local_path)
         except InvalidUpload as exc:
-            await self._analyses.fail(
-                analysis_id, reason=reason_name(exc.reason), message=exc.message
-            )
-            metrics.ANALYSES.labels("failed").inc()
+            await self._fail(row, exc)
         except Unavailable as exc:
             await self._analyses.release(
                 analysis_id, reason=reason_name(exc.reason), message=exc.message
@@ -127,10 +134,7 @@ class Analyzer:
             raise
         except VidscanError as exc:
             if row.attempts >= self._rules.max_attempts:
-                await self._analyses.fail(
-                    analysis_id, reason=reason_name(exc.reason), message=exc.message
-                )
-                metrics.ANALYSES.labels("failed").inc()
+                await self._fail(row, exc)
             else:
                 await self._analyses.release(
                     analysis_id, reason=reason_name(exc.reason), message=exc.message
@@ -138,10 +142,32 @@ class Analyzer:
                 raise Unavailable(exc.reason, exc.message) from exc
         else:
             duration_ms = (time.perf_counter() - started) * 1000
+            await self._announce(row)
             await self._analyses.complete(analysis_id, result=result, duration_ms=duration_ms)
             metrics.ANALYSES.labels("analyzed").inc()
             metrics.ANALYSIS_SECONDS.labels("total").observe(duration_ms / 1000)
         return await self._analyses.get(analysis_id)
+
+    async def _fail(self, row: AnalysisRecord, exc: VidscanError) -> None:
+        await self._announce(row)
+        await self._analyses.fail(row.id, reason=reason_name(exc.reason), message=exc.message)
+        metrics.ANALYSES.labels("failed").inc()
+
+    async def _announce(self, row: AnalysisRecord) -> None:
+        """The final-state hook, before the final write; when it fails the analysis
+        is given back (PENDING) and runs again later, so its event is not lost."""
+        if self._on_final is None:
+            return
+        try:
+            await self._on_final.before_final(row)
+        except VidscanError as exc:
+            await self._analyses.release(
+                row.id, reason=reason_name(exc.reason), message=exc.message
+            )
+            raise Unavailable(
+                Reason.QUEUE_UNAVAILABLE,
+                f"analysis {row.id}: its final state could not be announced: {exc.message}",
+            ) from exc
 
     async def _analyse(self, row: AnalysisRecord, local_path: Path | None) -> dict[str, Any]:
         video = await self._analyses.video(row.video_id)

@@ -14,20 +14,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, Final
 
 import grpc
 from vidscan.v1 import analysis_pb2, analysis_pb2_grpc
 
+from server.analysis.watch import AnalysisWatch
 from server.api import messages
-from server.api.status import rpc_errors
+from server.api.status import rpc_errors, rpc_stream_errors
 from server.auth import Authenticator
 from server.errors import InvalidUpload, NotFound, Reason, invalid_field
 from server.limits.policy import UserLimits
-from server.records.model import AnalysisStatus, VideoRecord
+from server.records.model import AnalysisRecord, AnalysisStatus, VideoRecord
 from server.records.port import PageCursor, VideoCatalog
 from server.storage.links import PlaybackLinks
 
@@ -98,11 +101,13 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
         repository: VideoCatalog,
         links: PlaybackLinks,
         limits: UserLimits,
+        watch: AnalysisWatch,
     ) -> None:
         self._auth = auth
         self._limits = limits
         self._repo = repository
         self._links = links
+        self._watch = watch
 
     @rpc_errors
     async def GetVideo(
@@ -138,6 +143,23 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
                 metadata={"analysis_id": request.analysis_id},
             )
         return analysis_pb2.GetAnalysisResponse(analysis=messages.analysis(row))
+
+    @rpc_stream_errors
+    async def WatchAnalysis(
+        self, request: analysis_pb2.WatchAnalysisRequest, context: Context
+    ) -> AsyncIterator[analysis_pb2.WatchAnalysisResponse]:
+        """GetAnalysis, then again on each change until final; one rate-limit token
+        per call, however long it streams."""
+        user_id = await self._auth.user_from_metadata(context.invocation_metadata())
+        await self._limits.check_rate(user_id, "unary")
+        analysis_id = request.analysis_id
+
+        async def read() -> AnalysisRecord | None:
+            return await self._repo.get_analysis(user_id=user_id, analysis_id=analysis_id)
+
+        async with contextlib.aclosing(self._watch.follow(analysis_id, read)) as rows:
+            async for row in rows:
+                yield analysis_pb2.WatchAnalysisResponse(analysis=messages.analysis(row))
 
     @rpc_errors
     async def ListVideos(

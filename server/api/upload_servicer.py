@@ -45,6 +45,7 @@ from server.upload.pipeline import (
     session_not_found,
 )
 from server.upload.stall import StallPolicy, watched
+from server.webhooks.policy import CallbackPolicy
 
 log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -69,6 +70,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         clock: Clock,
         pressure: Callable[[], bool] = lambda: False,
         max_metadata_bytes: int,
+        callbacks: CallbackPolicy,
     ) -> None:
         self._auth = auth
         self._sessions = sessions
@@ -82,6 +84,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         self._pressure = pressure
         self._clock = clock
         self._max_metadata = max_metadata_bytes
+        self._callbacks = callbacks
 
     async def _owned(self, session_id: str, user_id: str) -> SessionRecord:
         record = await self._sessions.get(session_id) if session_id else None
@@ -222,6 +225,8 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         if len(header.filename) > MAX_FILENAME_CHARS:
             raise invalid_field("header.filename", f"longer than {MAX_FILENAME_CHARS} characters")
         model = self._analysis.check_model(header.model)
+        # Checked here, before the pipeline takes a lock or stores a byte.
+        callback_url = self._callbacks.check(header.callback_url)
         return UploadInput(
             user_id=user_id,
             session_id=header.session_id,
@@ -232,6 +237,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
             metadata=metadata,
             write_offset=header.write_offset,
             model=model,
+            callback_url=callback_url,
             deadline=deadline,
         )
 

@@ -96,6 +96,7 @@ var reasonHTTPStatus = map[vidscanv1.ErrorReason]int{
 	vidscanv1.ErrorReason_SIZE_MISMATCH:                 http.StatusBadRequest,
 	vidscanv1.ErrorReason_HASH_MISMATCH:                 http.StatusBadRequest,
 	vidscanv1.ErrorReason_MODEL_NOT_ALLOWED:             http.StatusBadRequest,
+	vidscanv1.ErrorReason_CALLBACK_URL_NOT_ALLOWED:      http.StatusBadRequest,
 	vidscanv1.ErrorReason_UPLOAD_INCOMPLETE:             http.StatusBadRequest,
 	vidscanv1.ErrorReason_INVALID_OFFSET:                http.StatusBadRequest, // OUT_OF_RANGE
 	vidscanv1.ErrorReason_SESSION_BUSY:                  http.StatusConflict,   // ABORTED

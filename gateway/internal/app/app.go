@@ -21,8 +21,10 @@ import (
 	vidscanv1 "github.com/vidscan/vidscan/gateway/gen/vidscan/v1"
 	"github.com/vidscan/vidscan/gateway/internal/apierr"
 	"github.com/vidscan/vidscan/gateway/internal/content"
+	"github.com/vidscan/vidscan/gateway/internal/events"
 	"github.com/vidscan/vidscan/gateway/internal/httpmw"
 	"github.com/vidscan/vidscan/gateway/internal/openapi"
+	"github.com/vidscan/vidscan/gateway/internal/restjson"
 	"github.com/vidscan/vidscan/gateway/internal/upload"
 )
 
@@ -70,6 +72,11 @@ func New(cfg Config, conn grpc.ClientConnInterface, log *slog.Logger) (http.Hand
 			return nil, err
 		}
 	}
+	// GET /v1/analyses/{analysis_id}/events: WatchAnalysis as Server-Sent Events.
+	analysisEvents := events.NewHandler(mux, vidscanv1.NewAnalysisServiceClient(conn), log)
+	if err := mux.HandlePath(http.MethodGet, events.Pattern, analysisEvents.ServeHTTP); err != nil {
+		return nil, err
+	}
 
 	doc, err := openapi.Patch(gateway.OpenAPIv2, cfg.Upload.MaxUploadBytes)
 	if err != nil {
@@ -102,11 +109,13 @@ func New(cfg Config, conn grpc.ClientConnInterface, log *slog.Logger) (http.Hand
 func NewServeMux(conn grpc.ClientConnInterface, extra ...runtime.ServeMuxOption) *runtime.ServeMux {
 	options := []runtime.ServeMuxOption{
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.HTTPBodyMarshaler{
-			Marshaler: &runtime.JSONPb{
+			// Responses in the REST shape (internal/restjson); requests read by protojson.
+			Marshaler: &restjson.Marshaler{JSONPb: runtime.JSONPb{
 				MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
 				UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
-			},
+			}},
 		}),
+		runtime.SetQueryParameterParser(&restjson.QueryParser{}),
 		runtime.WithErrorHandler(apierr.Handler),
 		runtime.WithRoutingErrorHandler(apierr.RoutingHandler),
 		runtime.WithIncomingHeaderMatcher(HeaderMatcher),

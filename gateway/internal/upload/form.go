@@ -26,11 +26,12 @@ const (
 	FieldSHA256      = "sha256"       // hex SHA-256 of the file -> declared_sha256
 	FieldSize        = "size"         // byte size of the file -> declared_size
 	FieldWriteOffset = "write_offset" // resume offset (must equal the session's committed_bytes)
+	FieldCallbackURL = "callback_url" // webhook for the final analysis; checked before the bytes
 )
 
 var knownFields = map[string]bool{
 	FieldFilename: true, FieldContentType: true, FieldMetadata: true, FieldModel: true,
-	FieldSHA256: true, FieldSize: true, FieldWriteOffset: true,
+	FieldSHA256: true, FieldSize: true, FieldWriteOffset: true, FieldCallbackURL: true,
 }
 
 // lateFields may follow the file part: the server applies them only when it records
@@ -151,6 +152,7 @@ func (f *Fields) Header(sessionID, partFilename, partContentType string, maxByte
 		return nil, invalidField(FieldContentType, "is not valid UTF-8")
 	}
 	h.Model, _ = f.Get(FieldModel)
+	h.CallbackUrl, _ = f.Get(FieldCallbackURL)
 	if v, _ := f.Get(FieldSHA256); v != "" {
 		h.DeclaredSha256 = strings.ToLower(v)
 	}

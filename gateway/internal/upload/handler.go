@@ -2,12 +2,13 @@
 // body streamed into the UploadVideo client stream as it arrives.
 //
 // The form: text fields (filename, content_type, metadata, model, sha256, size,
-// write_offset; unknown fields are ignored) and ONE part named "file", read in order.
+// write_offset, callback_url; unknown fields are ignored) and ONE part named "file", read in order.
 // The fields before the file make the UploadHeader, sent when the file part starts;
 // the file is streamed as it arrives, never buffered. filename, content_type and
 // metadata may also follow the file (as many form builders send them): they are
 // collected and sent in the UploadTrailer of the last message. Any other part after
-// the file (model, sha256, size, write_offset, an unknown field, a second file), or a
+// the file (model, sha256, size, write_offset, callback_url, an unknown field, a
+// second file), or a
 // field given on both sides, answers 400 INVALID_FIELD and the stream is cancelled
 // without being committed: finish_write is sent (and the stream half-closed) only
 // after the closing boundary of the form has been read.
