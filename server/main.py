@@ -62,6 +62,7 @@ from server.limits.port import LeaseSets, Rate, TokenBuckets
 from server.limits.redis import RedisLeaseSets, RedisTokenBuckets
 from server.media.isolation import MediaInspector, MediaWorkerConfig
 from server.media.pool import MediaPool
+from server.redis_client import redis_client
 from server.sessions.memory import MemorySessionStore
 from server.sessions.port import LockingSessionStore, SessionLocker, SessionStore
 from server.sessions.redis import RedisSessionStore
@@ -198,11 +199,12 @@ async def build_limits(settings: Settings, closers: list[Closer]) -> UserLimits:
     buckets: TokenBuckets
     leases: LeaseSets
     if settings.redis_url:
-        buckets = RedisTokenBuckets.from_url(settings.redis_url)
-        leases = RedisLeaseSets.from_url(settings.redis_url)
+        # One connection pool for both: each check is a single script call.
+        client = redis_client(settings.redis_url)
+        buckets, leases = RedisTokenBuckets(client), RedisLeaseSets(client)
+        closers.append(client.aclose)
     else:
         buckets, leases = MemoryTokenBuckets(), MemoryLeaseSets()
-    closers.extend([buckets.close, leases.close])
 
     def rate(per_second: float, burst: int) -> Rate | None:
         return Rate(per_second=per_second, burst=burst) if per_second > 0 else None
