@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,8 +19,10 @@ from server.config import Settings
 from server.db.engine import create_engine
 from server.db.migrate import upgrade_to_head
 from server.db.repository import SqlRepository
+from server.errors import Internal, Reason
 from server.janitor import Janitor
 from server.storage.filesystem import FilesystemObjectStore
+from server.storage.port import UploadedPart
 from server.storage.s3 import S3ObjectStore
 
 
@@ -120,3 +123,34 @@ async def test_filesystem_store_has_multipart_semantics(tmp_path: Path) -> None:
     assert await store.list_keys(prefix="dashboard-uploads/") == [key]
     with pytest.raises(Exception, match="escapes"):
         await store.object_size("../../etc/passwd")
+
+
+async def test_s3_completion_is_idempotent_even_when_two_streams_race(
+    s3: S3ObjectStore, tmp_path: Path
+) -> None:
+    """A cut-off stream's completion may still be running in the store when the
+    stream that resumes the session completes the same upload: both must succeed
+    (MinIO answers the loser InvalidPart or NoSuchUpload), and a completion whose
+    parts never assembled anything is still an error."""
+    key = f"dashboard-uploads/race-{id(tmp_path)}/v.mp4"
+    upload_id = await s3.create_multipart(key, content_type="video/mp4")
+    parts = [
+        await s3.upload_part(key, upload_id=upload_id, number=n, data=bytes([n]) * (5 << 20))
+        for n in (1, 2)
+    ]
+    await asyncio.gather(
+        *(s3.complete_multipart(key, upload_id=upload_id, parts=parts) for _ in range(3))
+    )
+    await s3.complete_multipart(key, upload_id=upload_id, parts=parts)  # after the fact
+    assert await s3.object_size(key) == 10 << 20
+
+    other = f"dashboard-uploads/race-{id(tmp_path)}/w.mp4"
+    upload_id = await s3.create_multipart(other, content_type="video/mp4")
+    part = await s3.upload_part(other, upload_id=upload_id, number=1, data=b"x" * 1024)
+    forged = UploadedPart(number=1, etag='"0123456789abcdef0123456789abcdef"', size=part.size)
+    with pytest.raises(Internal) as caught:
+        await s3.complete_multipart(other, upload_id=upload_id, parts=[forged])
+    assert caught.value.reason is Reason.STORAGE_ERROR
+    await s3.abort_multipart(other, upload_id=upload_id)
+    for name in (key, other):
+        await s3.delete_object(name)

@@ -6,6 +6,7 @@ exception is translated in ``map_botocore_errors`` and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
@@ -34,6 +35,10 @@ _S3_CALLS = [
     "get_object",
     "list_objects_v2",
 ]
+
+# How long a failed completion waits for a concurrent one to land before calling it
+# an error (a completion takes milliseconds; this only covers a busy store).
+_COMPLETION_SETTLE_S = (0.1, 0.3, 0.6, 1.0)
 
 _GONE_CODES = {"NoSuchUpload", "NoSuchKey", "NoSuchBucket", "404", "NotFound"}
 
@@ -173,12 +178,24 @@ class S3ObjectStore:
                         "Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]
                     },
                 )
-        except ObjectGone as exc:
-            if not await self._assembled_from(key, parts):
+        except Internal as exc:
+            # Completion is idempotent: an upload another stream completed (NoSuchUpload)
+            # or is completing right now (MinIO answers InvalidPart while it moves the
+            # parts, e.g. when a cut-off stream's request is still running there) is
+            # fine once the object assembled from these parts is in place.
+            if not await self._assembled_soon(key, parts):
                 raise Internal(
                     Reason.STORAGE_ERROR,
-                    "the multipart upload is gone and no object assembled from its parts exists",
+                    f"completing the multipart upload failed ({exc.message}) and no object "
+                    "assembled from its parts exists",
                 ) from exc
+
+    async def _assembled_soon(self, key: str, parts: list[UploadedPart]) -> bool:
+        for pause in _COMPLETION_SETTLE_S:
+            if await self._assembled_from(key, parts):
+                return True
+            await asyncio.sleep(pause)
+        return await self._assembled_from(key, parts)
 
     async def _assembled_from(self, key: str, parts: list[UploadedPart]) -> bool:
         """True when ``key`` holds exactly what completing ``parts`` produces."""
