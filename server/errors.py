@@ -17,6 +17,7 @@
      ├── IncompleteUpload             INVALID_ARGUMENT   UPLOAD_INCOMPLETE
      ├── OffsetMismatch               OUT_OF_RANGE       INVALID_OFFSET
      ├── RangeNotSatisfiable          OUT_OF_RANGE       RANGE_NOT_SATISFIABLE
+     ├── NotCompleted                 FAILED_PRECONDITION UPLOAD_NOT_COMPLETED
      ├── SessionBusy                  ABORTED            SESSION_BUSY, SESSION_LOCK_LOST
      ├── StreamStalled                ABORTED            UPLOAD_STALLED (resumable)
      ├── QuotaExceeded                RESOURCE_EXHAUSTED QUOTA_EXCEEDED
@@ -157,6 +158,12 @@ class RangeNotSatisfiable(VidscanError):
     code = grpc.StatusCode.OUT_OF_RANGE
 
 
+class NotCompleted(VidscanError):
+    """A result asked for before the upload that produces it is recorded."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class SessionBusy(VidscanError):
     code = grpc.StatusCode.ABORTED
 
@@ -239,6 +246,7 @@ ERROR_CLASSES: Final[Mapping[ErrorReason, type[VidscanError]]] = MappingProxyTyp
         Reason.UPLOAD_INCOMPLETE: IncompleteUpload,
         Reason.INVALID_OFFSET: OffsetMismatch,
         Reason.RANGE_NOT_SATISFIABLE: RangeNotSatisfiable,
+        Reason.UPLOAD_NOT_COMPLETED: NotCompleted,
         Reason.SESSION_BUSY: SessionBusy,
         Reason.SESSION_LOCK_LOST: SessionBusy,
         Reason.QUOTA_EXCEEDED: QuotaExceeded,
@@ -270,6 +278,8 @@ ERROR_CLASSES: Final[Mapping[ErrorReason, type[VidscanError]]] = MappingProxyTyp
 # Reasons only the REST gateway answers (ErrorInfo.domain "vidscan.gateway").
 GATEWAY_REASONS: Final[frozenset[ErrorReason]] = frozenset(
     {
+        Reason.CHECKSUM_MISMATCH,
+        Reason.CHECKSUM_NOT_SUPPORTED,
         Reason.UNSUPPORTED_MEDIA_TYPE,
         Reason.MALFORMED_MULTIPART,
         Reason.UPLOAD_IDLE_TIMEOUT,

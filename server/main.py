@@ -581,6 +581,7 @@ async def build_app(settings: Settings, *, clock: Clock = system_clock) -> App:
         UploadServicer(
             auth=auth,
             sessions=core.sessions,
+            videos=core.repository,
             opener=SessionOpener(
                 sessions=core.sessions,
                 repository=core.repository,

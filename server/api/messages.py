@@ -12,7 +12,7 @@ from vidscan.v1 import analysis_pb2, detection_pb2, upload_pb2
 from server.config import ALLOWED_FORMATS
 from server.detection.result import from_document
 from server.records.model import AnalysisRecord, AnalysisStatus, VideoRecord
-from server.sessions.port import SessionRecord, SessionState
+from server.sessions.port import SessionRecord, SessionState, UploadIntent
 
 _SESSION_STATES = {
     SessionState.ACTIVE: upload_pb2.UPLOAD_SESSION_STATE_ACTIVE,
@@ -66,7 +66,22 @@ def upload_session(record: SessionRecord, now: datetime) -> upload_pb2.UploadSes
         committed_bytes=record.committed_bytes,
         allowed_formats=list(ALLOWED_FORMATS),
         video_id=record.video_id if record.state is SessionState.COMPLETED else "",
+        intent=upload_intent(record.intent) if record.intent else None,
     )
+
+
+def upload_intent(intent: UploadIntent) -> upload_pb2.UploadIntent:
+    message = upload_pb2.UploadIntent(
+        filename=intent.filename,
+        content_type=intent.content_type,
+        metadata=struct(intent.metadata),
+        model=intent.model,
+        declared_sha256=intent.declared_sha256,
+        callback_url=intent.callback_url,
+    )
+    if intent.declared_size is not None:
+        message.declared_size = intent.declared_size
+    return message
 
 
 def session_status(record: SessionRecord, now: datetime) -> upload_pb2.GetUploadSessionResponse:

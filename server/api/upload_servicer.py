@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -24,6 +24,7 @@ from server.errors import (
     IncompleteUpload,
     Internal,
     InvalidUpload,
+    NotCompleted,
     Reason,
     StorageFull,
     StreamStalled,
@@ -34,7 +35,8 @@ from server.errors import (
 )
 from server.lifecycle import Admission
 from server.limits.policy import UserLimits
-from server.sessions.port import SessionRecord, SessionState, SessionStore
+from server.records.port import VideoRepository
+from server.sessions.port import SessionRecord, SessionState, SessionStore, UploadIntent
 from server.storage.links import PlaybackLinks
 from server.upload.open_session import SessionOpener
 from server.upload.pipeline import (
@@ -60,6 +62,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         *,
         auth: Authenticator,
         sessions: SessionStore,
+        videos: VideoRepository,
         opener: SessionOpener,
         pipeline: UploadPipeline,
         analysis: AnalysisStage,
@@ -74,6 +77,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
     ) -> None:
         self._auth = auth
         self._sessions = sessions
+        self._videos = videos
         self._opener = opener
         self._pipeline = pipeline
         self._analysis = analysis
@@ -99,12 +103,41 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         user_id = await self._auth.user_from_metadata(context.invocation_metadata())
         await self._limits.check_rate(user_id, "create")
         self._admission.check_open()
+        intent = self._parse_intent(request.intent) if request.HasField("intent") else None
         record = await self._opener.open(
             user_id=user_id,
             expected_size=request.expected_size if request.HasField("expected_size") else None,
+            intent=intent,
         )
         return upload_pb2.CreateUploadSessionResponse(
             session=messages.upload_session(record, record.created_at)
+        )
+
+    @rpc_errors
+    async def GetUploadResult(
+        self, request: upload_pb2.GetUploadResultRequest, context: Context
+    ) -> upload_pb2.GetUploadResultResponse:
+        user_id = await self._auth.user_from_metadata(context.invocation_metadata())
+        await self._limits.check_rate(user_id, "unary")
+        record = await self._owned(request.session_id, user_id)
+        if record.state is not SessionState.COMPLETED or not record.video_id:
+            state = record.effective_state(self._clock())
+            raise NotCompleted(
+                Reason.UPLOAD_NOT_COMPLETED,
+                f"the session is {state.value}: no video was recorded through it",
+                metadata={"session_state": state.value},
+            )
+        video = await self._videos.get_video(user_id=user_id, video_id=record.video_id)
+        analysis = await self._videos.latest_analysis(video_id=record.video_id) if video else None
+        if video is None or analysis is None:  # the video was deleted since
+            raise session_not_found(request.session_id)
+        return upload_pb2.GetUploadResultResponse(
+            result=messages.upload_result(
+                video_row=video,
+                analysis_row=analysis,
+                uri=self._links.playback_url(video),
+                processing_time=None,
+            )
         )
 
     @rpc_errors
@@ -172,7 +205,16 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
             raise InvalidUpload(
                 Reason.MISSING_HEADER, "the first message of UploadVideo must carry `header`"
             )
-        upload = self._parse_header(first.header, user_id, _deadline(context))
+        header = first.header
+        if not header.session_id:
+            raise invalid_field("header.session_id", "required")
+        # The session's intent fills the header fields this stream left empty (a tus
+        # client states them once, at creation). An unknown or foreign session is
+        # the pipeline's to refuse.
+        session = await self._sessions.get(header.session_id)
+        if session is not None and session.user_id == user_id and session.intent is not None:
+            header = _with_intent(header, session.intent)
+        upload = self._parse_header(header, user_id, _deadline(context))
         logs.bind(session_id=upload.session_id)
         if upload.write_offset > 0:
             metrics.UPLOADS_RESUMED.inc()
@@ -214,31 +256,74 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
     ) -> UploadInput:
         if not header.session_id:
             raise invalid_field("header.session_id", "required")
-        sha = header.declared_sha256.lower()
-        if sha and (len(sha) != 64 or not set(sha) <= _HEX):
-            raise invalid_field("header.declared_sha256", "must be 64 hexadecimal characters")
-        if header.HasField("declared_size") and header.declared_size < 0:
-            raise invalid_field("header.declared_size", "must not be negative")
         if header.write_offset < 0:
             raise invalid_field("header.write_offset", "must not be negative")
-        metadata = self._checked_metadata(header.metadata)
-        if len(header.filename) > MAX_FILENAME_CHARS:
-            raise invalid_field("header.filename", f"longer than {MAX_FILENAME_CHARS} characters")
-        model = self._analysis.check_model(header.model)
-        # Checked here, before the pipeline takes a lock or stores a byte.
-        callback_url = self._callbacks.check(header.callback_url)
+        fields = self._check_fields(
+            "header",
+            filename=header.filename,
+            content_type=header.content_type,
+            metadata=header.metadata,
+            declared_sha256=header.declared_sha256,
+            declared_size=header.declared_size if header.HasField("declared_size") else None,
+            callback_url=header.callback_url,
+        )
         return UploadInput(
             user_id=user_id,
             session_id=header.session_id,
-            filename=header.filename,
-            content_type=header.content_type[:MAX_CONTENT_TYPE_CHARS],
-            declared_size=header.declared_size if header.HasField("declared_size") else None,
-            declared_sha256=sha,
-            metadata=metadata,
+            filename=fields.filename,
+            content_type=fields.content_type,
+            declared_size=fields.declared_size,
+            declared_sha256=fields.declared_sha256,
+            metadata=fields.metadata,
             write_offset=header.write_offset,
-            model=model,
-            callback_url=callback_url,
+            model=self._analysis.check_model(header.model),
+            callback_url=fields.callback_url,
             deadline=deadline,
+        )
+
+    def _parse_intent(self, intent: upload_pb2.UploadIntent) -> UploadIntent:
+        """The header's checks, at creation: a refusal comes before any byte is sent."""
+        fields = self._check_fields(
+            "intent",
+            filename=intent.filename,
+            content_type=intent.content_type,
+            metadata=intent.metadata,
+            declared_sha256=intent.declared_sha256,
+            declared_size=intent.declared_size if intent.HasField("declared_size") else None,
+            callback_url=intent.callback_url,
+        )
+        if intent.model:
+            self._analysis.check_model(intent.model)
+        return replace(fields, model=intent.model)
+
+    def _check_fields(
+        self,
+        where: str,
+        *,
+        filename: str,
+        content_type: str,
+        metadata: struct_pb2.Struct,
+        declared_sha256: str,
+        declared_size: int | None,
+        callback_url: str,
+    ) -> UploadIntent:
+        """The checks a header and an intent share, with ``where`` naming the field."""
+        sha = declared_sha256.lower()
+        if sha and (len(sha) != 64 or not set(sha) <= _HEX):
+            raise invalid_field(f"{where}.declared_sha256", "must be 64 hexadecimal characters")
+        if declared_size is not None and declared_size < 0:
+            raise invalid_field(f"{where}.declared_size", "must not be negative")
+        checked = self._checked_metadata(metadata)
+        if len(filename) > MAX_FILENAME_CHARS:
+            raise invalid_field(f"{where}.filename", f"longer than {MAX_FILENAME_CHARS} characters")
+        return UploadIntent(
+            filename=filename,
+            content_type=content_type[:MAX_CONTENT_TYPE_CHARS],
+            metadata=checked,
+            declared_sha256=sha,
+            declared_size=declared_size,
+            # Checked here, before the pipeline takes a lock or stores a byte.
+            callback_url=self._callbacks.check(callback_url),
         )
 
     def _parse_trailer(self, trailer: upload_pb2.UploadTrailer) -> LateFields:
@@ -277,6 +362,22 @@ class _Trailer:
 
     def get(self) -> LateFields:
         return self.late
+
+
+def _with_intent(header: upload_pb2.UploadHeader, intent: UploadIntent) -> upload_pb2.UploadHeader:
+    """``header`` with each empty field taken from the session's intent."""
+    merged = upload_pb2.UploadHeader()
+    merged.CopyFrom(header)
+    merged.filename = header.filename or intent.filename
+    merged.content_type = header.content_type or intent.content_type
+    merged.model = header.model or intent.model
+    merged.declared_sha256 = header.declared_sha256 or intent.declared_sha256
+    merged.callback_url = header.callback_url or intent.callback_url
+    if not header.HasField("declared_size") and intent.declared_size is not None:
+        merged.declared_size = intent.declared_size
+    if not header.metadata.fields and intent.metadata:
+        merged.metadata.update(intent.metadata)
+    return merged
 
 
 def _deadline(context: Context) -> float | None:
@@ -321,8 +422,8 @@ async def _chunks(
         raise Cancelled(Reason.UPLOAD_CANCELLED, "the client cancelled the upload")
     raise IncompleteUpload(
         Reason.UPLOAD_INCOMPLETE,
-        "the stream ended without finish_write; the upload was discarded and the "
-        "session can be written again",
+        "the stream ended without finish_write: what arrived is kept; resume at the "
+        "session's committed offset",
     )
 
 

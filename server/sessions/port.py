@@ -7,10 +7,11 @@ UploadVideo stream at a time (the stream lock). Records outlive their expiry by
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import json
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 RETENTION = timedelta(hours=24)
 
@@ -20,6 +21,39 @@ class SessionState(StrEnum):
     EXPIRED = "expired"
     CANCELLED = "cancelled"
     COMPLETED = "completed"
+
+
+@dataclass(frozen=True)
+class UploadIntent:
+    """Header fields fixed when the session was created (a tus client sends them once,
+    with its creation request), already checked. A stream's header field that is
+    empty takes the intent's value."""
+
+    filename: str = ""
+    content_type: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
+    declared_sha256: str = ""
+    callback_url: str = ""
+    declared_size: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> UploadIntent | None:
+        if not text:
+            return None
+        data = json.loads(text)
+        return cls(
+            filename=str(data["filename"]),
+            content_type=str(data["content_type"]),
+            metadata=dict(data["metadata"]),
+            model=str(data["model"]),
+            declared_sha256=str(data["declared_sha256"]),
+            callback_url=str(data["callback_url"]),
+            declared_size=None if data["declared_size"] is None else int(data["declared_size"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -34,6 +68,7 @@ class SessionRecord:
     video_id: str = ""
     # Opaque to the store: the upload pipeline's saved progress (JSON), "" if none.
     progress: str = ""
+    intent: UploadIntent | None = None
 
     def effective_state(self, now: datetime) -> SessionState:
         """The stored state, with an ACTIVE session past its expiry read as EXPIRED."""

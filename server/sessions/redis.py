@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server.errors import Internal, Reason, Unavailable
 from server.redis_client import redis_client
-from server.sessions.port import RETENTION, SessionRecord, SessionState
+from server.sessions.port import RETENTION, SessionRecord, SessionState, UploadIntent
 
 _PREFIX = "vidscan:session:"
 
@@ -98,6 +98,7 @@ class RedisSessionStore:
             "max_bytes": str(record.max_bytes),
             "committed_bytes": str(record.committed_bytes),
             "video_id": record.video_id,
+            "intent": record.intent.to_json() if record.intent else "",
         }
         async with (
             map_redis_errors("create session"),
@@ -123,6 +124,7 @@ class RedisSessionStore:
             committed_bytes=int(data.get("committed_bytes", "0")),
             video_id=data.get("video_id", ""),
             progress=data.get("progress", ""),
+            intent=UploadIntent.from_json(data.get("intent", "")),
         )
 
     async def transition(

@@ -15,7 +15,7 @@ from server.clock import Clock
 from server.errors import InvalidUpload, QuotaExceeded, QuotaViolation, Reason
 from server.limits.policy import UserLimits
 from server.records.port import QuotaLedger
-from server.sessions.port import SessionRecord, SessionState, SessionStore
+from server.sessions.port import SessionRecord, SessionState, SessionStore, UploadIntent
 
 
 class SessionOpener:
@@ -38,13 +38,20 @@ class SessionOpener:
         self._max_bytes = max_bytes
         self._new_id = new_id
 
-    async def open(self, *, user_id: str, expected_size: int | None) -> SessionRecord:
-        if expected_size is not None and expected_size > self._max_bytes:
-            raise InvalidUpload(
-                Reason.FILE_TOO_LARGE,
-                f"expected_size exceeds the limit of {self._max_bytes} bytes",
-                metadata={"max_bytes": str(self._max_bytes)},
-            )
+    async def open(
+        self, *, user_id: str, expected_size: int | None, intent: UploadIntent | None = None
+    ) -> SessionRecord:
+        """``intent``: header fields fixed now (checked by the caller, as a header is)."""
+        for name, size in (
+            ("expected_size", expected_size),
+            ("intent.declared_size", intent.declared_size if intent else None),
+        ):
+            if size is not None and size > self._max_bytes:
+                raise InvalidUpload(
+                    Reason.FILE_TOO_LARGE,
+                    f"{name} exceeds the limit of {self._max_bytes} bytes",
+                    metadata={"max_bytes": str(self._max_bytes)},
+                )
         if await self._repo.get_quota(user_id=user_id) <= 0:
             raise QuotaExceeded(
                 Reason.QUOTA_EXCEEDED,
@@ -59,6 +66,7 @@ class SessionOpener:
             created_at=now,
             expires_at=now + self._ttl,
             max_bytes=self._max_bytes,
+            intent=intent,
         )
         if self._limits is not None:  # TOO_MANY_SESSIONS before anything is created
             await self._limits.hold_session(user_id, record.session_id)

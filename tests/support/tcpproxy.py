@@ -53,6 +53,7 @@ class TcpProxy(Stoppable):
         self.accepted = 0
         self.cuts = 0
         self._drop_reply_to: bytes | None = None
+        self._cut_after: int | None = None  # client bytes still to relay before a cut
         self.replies_dropped = 0
         self._acceptor = threading.Thread(target=self._accept, name="tcpproxy-accept")
         self._acceptor.start()
@@ -101,6 +102,22 @@ class TcpProxy(Stoppable):
         with self._lock:
             self._drop_reply_to = marker
 
+    def cut_after(self, client_bytes: int) -> None:
+        """Arms a one-shot fault: once ``client_bytes`` more bytes from clients have
+        been relayed upstream, every connection is cut (a drop mid-request body)."""
+        with self._lock:
+            self._cut_after = client_bytes
+
+    def _count_towards_cut(self, sent: int) -> bool:
+        with self._lock:
+            if self._cut_after is None:
+                return False
+            self._cut_after -= sent
+            if self._cut_after > 0:
+                return False
+            self._cut_after = None
+            return True
+
     def _take_marker(self, data: bytes) -> bool:
         with self._lock:
             if self._drop_reply_to is None or self._drop_reply_to not in data:
@@ -121,6 +138,9 @@ class TcpProxy(Stoppable):
                     threading.Event().wait(0.5)  # let upstream act on it, then cut
                     break
                 dst.sendall(data)
+                if upstream_bound and self._count_towards_cut(len(data)):
+                    self.cut()
+                    break
         except OSError:
             pass
         finally:

@@ -32,6 +32,7 @@ import (
 	"github.com/vidscan/vidscan/gateway/internal/config"
 	"github.com/vidscan/vidscan/gateway/internal/httpmw"
 	"github.com/vidscan/vidscan/gateway/internal/tracing"
+	"github.com/vidscan/vidscan/gateway/internal/tus"
 	"github.com/vidscan/vidscan/gateway/internal/upload"
 )
 
@@ -116,6 +117,13 @@ func run() error {
 			MaxFieldBytes:   cfg.MaxFieldBytes,
 			IdleTimeout:     cfg.IdleTimeout,
 			ErrorDrainBytes: cfg.ErrorDrainBytes,
+		},
+		Tus: tus.Config{
+			MaxUploadBytes:   cfg.MaxUploadBytes,
+			ChunkBytes:       int(cfg.ChunkBytes),
+			ChecksumMaxBytes: cfg.TusChecksumMax,
+			IdleTimeout:      cfg.IdleTimeout,
+			ErrorDrainBytes:  cfg.ErrorDrainBytes,
 		},
 		CORSOrigins: cfg.CORSOrigins,
 		AccessLog:   cfg.AccessLog,

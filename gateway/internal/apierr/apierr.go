@@ -132,7 +132,13 @@ var reasonHTTPStatus = map[vidscanv1.ErrorReason]int{
 	vidscanv1.ErrorReason_SERVER_BUSY:                   http.StatusTooManyRequests,
 	vidscanv1.ErrorReason_RATE_LIMITED:                  http.StatusTooManyRequests,
 	vidscanv1.ErrorReason_RANGE_NOT_SATISFIABLE:         http.StatusRequestedRangeNotSatisfiable,
+	vidscanv1.ErrorReason_UPLOAD_NOT_COMPLETED:          http.StatusBadRequest, // FAILED_PRECONDITION
+	vidscanv1.ErrorReason_CHECKSUM_MISMATCH:             460,                   // StatusChecksumMismatch (tus)
+	vidscanv1.ErrorReason_CHECKSUM_NOT_SUPPORTED:        http.StatusBadRequest,
 }
+
+// StatusChecksumMismatch is the tus checksum extension's "460 Checksum Mismatch".
+const StatusChecksumMismatch = 460
 
 // Reason returns the ErrorInfo reason of st as sent (a newer server may send a
 // name this gateway does not know), or "".
@@ -224,6 +230,22 @@ func BuildBody(st *status.Status, now time.Time) Body {
 
 // Write answers st with httpStatus (0: derived from st with HTTPStatus) and the error body.
 func Write(w http.ResponseWriter, httpStatus int, st *status.Status) {
+	httpStatus, header, buf := Response(httpStatus, st)
+	h := w.Header()
+	h.Del("Trailer")
+	h.Del("Transfer-Encoding")
+	for k, v := range header {
+		h[k] = v
+	}
+	w.WriteHeader(httpStatus)
+	_, _ = w.Write(buf)
+}
+
+// Response is what Write sends for st: the HTTP status (httpStatus, or derived from
+// st when 0), the headers (Content-Type, Content-Length, WWW-Authenticate,
+// Retry-After) and the JSON error body. For handlers that write responses their own
+// way (the tus handler).
+func Response(httpStatus int, st *status.Status) (int, http.Header, []byte) {
 	if httpStatus == 0 {
 		httpStatus = HTTPStatus(st)
 	}
@@ -233,9 +255,7 @@ func Write(w http.ResponseWriter, httpStatus int, st *status.Status) {
 		buf = []byte(`{"error_code":"INTERNAL","error_message":"failed to marshal the error body"}`)
 		httpStatus = http.StatusInternalServerError
 	}
-	h := w.Header()
-	h.Del("Trailer")
-	h.Del("Transfer-Encoding")
+	h := http.Header{}
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(buf)))
 	if st.Code() == codes.Unauthenticated {
@@ -244,8 +264,7 @@ func Write(w http.ResponseWriter, httpStatus int, st *status.Status) {
 	if s, ok := body.Details["retry_after_seconds"].(float64); ok && s >= 0 {
 		h.Set("Retry-After", strconv.Itoa(int(s+0.999)))
 	}
-	w.WriteHeader(httpStatus)
-	_, _ = w.Write(buf)
+	return httpStatus, h, buf
 }
 
 // Errorf writes an error the gateway itself detected; see New.

@@ -25,13 +25,15 @@ import (
 	"github.com/vidscan/vidscan/gateway/internal/httpmw"
 	"github.com/vidscan/vidscan/gateway/internal/openapi"
 	"github.com/vidscan/vidscan/gateway/internal/restjson"
+	"github.com/vidscan/vidscan/gateway/internal/tus"
 	"github.com/vidscan/vidscan/gateway/internal/upload"
 )
 
 // Config is what the handler needs besides the upstream connection.
 type Config struct {
 	Upload      upload.Config
-	CORSOrigins string // comma-separated origins, "*" for any, "" for none
+	Tus         tus.Config // the tus endpoint at /v1/tus/; ChunkBytes 0: off
+	CORSOrigins string     // comma-separated origins, "*" for any, "" for none
 	AccessLog   bool
 	Metrics     *httpmw.Metrics // nil: no HTTP metrics
 	// Tracing gives every request but /healthz an OpenTelemetry server span (global
@@ -91,6 +93,19 @@ func New(cfg Config, conn grpc.ClientConnInterface, log *slog.Logger) (http.Hand
 	}
 
 	var h http.Handler = mux
+	if cfg.Tus.ChunkBytes > 0 {
+		resumable, err := tus.New(cfg.Tus, mux, vidscanv1.NewUploadServiceClient(conn), log)
+		if err != nil {
+			return nil, err
+		}
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if tus.Matches(r.URL.Path) {
+				resumable.ServeHTTP(w, r)
+				return
+			}
+			mux.ServeHTTP(w, r)
+		})
+	}
 	h = httpmw.NewCORS(cfg.CORSOrigins).Wrap(h)
 	h = httpmw.RequestID(h)
 	if cfg.AccessLog {

@@ -22,6 +22,8 @@ const (
 	DefaultMultipartSlack = 1 * MiB
 	DefaultMaxFieldBytes  = 256 * KiB
 	DefaultErrorDrain     = 64 * MiB
+	// A tus PATCH with Upload-Checksum is held in memory until verified.
+	DefaultTusChecksumMax = 16 * MiB
 	DefaultIdleTimeout    = 60 * time.Second
 	DefaultShutdownGrace  = 30 * time.Second
 
@@ -44,6 +46,7 @@ type Config struct {
 	MultipartSlack  int64
 	MaxFieldBytes   int64
 	ErrorDrainBytes int64
+	TusChecksumMax  int64
 	IdleTimeout     time.Duration
 	ShutdownGrace   time.Duration
 	CORSOrigins     string
@@ -56,24 +59,25 @@ type Config struct {
 
 // Env lists the environment variables, by flag name.
 var Env = map[string]string{
-	"listen":                "VIDSCAN_GATEWAY_LISTEN",
-	"upstream":              "VIDSCAN_GATEWAY_UPSTREAM",
-	"upstream-ca-file":      "VIDSCAN_GATEWAY_UPSTREAM_CA_FILE",
-	"upstream-cert-file":    "VIDSCAN_GATEWAY_UPSTREAM_CERT_FILE",
-	"upstream-key-file":     "VIDSCAN_GATEWAY_UPSTREAM_KEY_FILE",
-	"upstream-server-name":  "VIDSCAN_GATEWAY_UPSTREAM_SERVER_NAME",
-	"max-upload-bytes":      "VIDSCAN_MAX_UPLOAD_BYTES",
-	"chunk-bytes":           "VIDSCAN_GATEWAY_CHUNK_BYTES",
-	"multipart-slack-bytes": "VIDSCAN_GATEWAY_MULTIPART_SLACK_BYTES",
-	"max-field-bytes":       "VIDSCAN_GATEWAY_MAX_FIELD_BYTES",
-	"error-drain-bytes":     "VIDSCAN_GATEWAY_ERROR_DRAIN_BYTES",
-	"upload-idle-timeout":   "VIDSCAN_GATEWAY_UPLOAD_IDLE_TIMEOUT",
-	"shutdown-grace":        "VIDSCAN_GATEWAY_SHUTDOWN_GRACE",
-	"cors-origins":          "VIDSCAN_GATEWAY_CORS_ORIGINS",
-	"addr-file":             "VIDSCAN_GATEWAY_ADDR_FILE",
-	"metrics-listen":        "VIDSCAN_GATEWAY_METRICS_LISTEN",
-	"access-log":            "VIDSCAN_GATEWAY_ACCESS_LOG",
-	"log-format":            "VIDSCAN_GATEWAY_LOG_FORMAT",
+	"listen":                 "VIDSCAN_GATEWAY_LISTEN",
+	"upstream":               "VIDSCAN_GATEWAY_UPSTREAM",
+	"upstream-ca-file":       "VIDSCAN_GATEWAY_UPSTREAM_CA_FILE",
+	"upstream-cert-file":     "VIDSCAN_GATEWAY_UPSTREAM_CERT_FILE",
+	"upstream-key-file":      "VIDSCAN_GATEWAY_UPSTREAM_KEY_FILE",
+	"upstream-server-name":   "VIDSCAN_GATEWAY_UPSTREAM_SERVER_NAME",
+	"max-upload-bytes":       "VIDSCAN_MAX_UPLOAD_BYTES",
+	"chunk-bytes":            "VIDSCAN_GATEWAY_CHUNK_BYTES",
+	"multipart-slack-bytes":  "VIDSCAN_GATEWAY_MULTIPART_SLACK_BYTES",
+	"max-field-bytes":        "VIDSCAN_GATEWAY_MAX_FIELD_BYTES",
+	"error-drain-bytes":      "VIDSCAN_GATEWAY_ERROR_DRAIN_BYTES",
+	"tus-checksum-max-bytes": "VIDSCAN_GATEWAY_TUS_CHECKSUM_MAX_BYTES",
+	"upload-idle-timeout":    "VIDSCAN_GATEWAY_UPLOAD_IDLE_TIMEOUT",
+	"shutdown-grace":         "VIDSCAN_GATEWAY_SHUTDOWN_GRACE",
+	"cors-origins":           "VIDSCAN_GATEWAY_CORS_ORIGINS",
+	"addr-file":              "VIDSCAN_GATEWAY_ADDR_FILE",
+	"metrics-listen":         "VIDSCAN_GATEWAY_METRICS_LISTEN",
+	"access-log":             "VIDSCAN_GATEWAY_ACCESS_LOG",
+	"log-format":             "VIDSCAN_GATEWAY_LOG_FORMAT",
 }
 
 // Parse reads args (without the program name) and the environment through getenv.
@@ -128,6 +132,7 @@ func Parse(args []string, getenv func(string) string, stderr io.Writer) (*Config
 	size(&c.MultipartSlack, "multipart-slack-bytes", DefaultMultipartSlack, "body bytes allowed above max-upload-bytes for the multipart framing and text fields")
 	size(&c.MaxFieldBytes, "max-field-bytes", DefaultMaxFieldBytes, "longest multipart text field")
 	size(&c.ErrorDrainBytes, "error-drain-bytes", DefaultErrorDrain, "body bytes read and discarded before answering an error mid-upload (so the client sees it)")
+	size(&c.TusChecksumMax, "tus-checksum-max-bytes", DefaultTusChecksumMax, "largest tus PATCH body with Upload-Checksum, held in memory until verified (larger ones: 400 CHECKSUM_NOT_SUPPORTED)")
 	dur(&c.IdleTimeout, "upload-idle-timeout", DefaultIdleTimeout, "longest wait for more upload body bytes (0 = none)")
 	dur(&c.ShutdownGrace, "shutdown-grace", DefaultShutdownGrace, "time given to in-flight requests on SIGTERM/SIGINT")
 	str(&c.CORSOrigins, "cors-origins", "", `comma-separated allowed CORS origins, "*" for any; empty disables CORS`)
@@ -161,6 +166,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("max-upload-bytes must be positive, got %d", c.MaxUploadBytes)
 	case c.ChunkBytes < MinChunkBytes || c.ChunkBytes > MaxChunkBytes:
 		return fmt.Errorf("chunk-bytes must be within [%d, %d], got %d", MinChunkBytes, MaxChunkBytes, c.ChunkBytes)
+	case c.TusChecksumMax < 0:
+		return fmt.Errorf("tus-checksum-max-bytes must be >= 0, got %d", c.TusChecksumMax)
 	case c.MultipartSlack < 0 || c.MaxFieldBytes <= 0 || c.ErrorDrainBytes < 0:
 		return fmt.Errorf("multipart-slack-bytes and error-drain-bytes must be >= 0, max-field-bytes > 0")
 	case c.MaxFieldBytes > c.MultipartSlack && c.MultipartSlack > 0:

@@ -95,9 +95,11 @@ func (c *CORS) Enabled() bool { return c.any || len(c.origins) > 0 }
 func (c *CORS) Allowed(origin string) bool { return origin != "" && (c.any || c.origins[origin]) }
 
 const (
-	corsMethods        = "GET, POST, DELETE, OPTIONS"
-	corsDefaultHeaders = "Authorization, Content-Type, X-Request-Id"
-	corsExposeHeaders  = "X-Request-Id, Location, Retry-After, WWW-Authenticate"
+	// HEAD and PATCH, the tus headers and the Vidscan-* result headers: the tus
+	// endpoint (/v1/tus/) is used from browsers (tus-js-client, Uppy).
+	corsMethods        = "GET, HEAD, POST, PATCH, DELETE, OPTIONS"
+	corsDefaultHeaders = "Authorization, Content-Type, X-Request-Id, Tus-Resumable, Upload-Length, Upload-Metadata, Upload-Offset, Upload-Checksum, Upload-Defer-Length, Upload-Concat, X-HTTP-Method-Override"
+	corsExposeHeaders  = "X-Request-Id, Location, Retry-After, WWW-Authenticate, Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm, Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Vidscan-Video-Id, Vidscan-Analysis-Id, Vidscan-Result"
 	corsMaxAge         = "600"
 )
 
