@@ -57,6 +57,7 @@ test: proto client deps triton models gateway ## set up everything, then the who
 	$(VENV)/bin/mypy
 	cd $(CLIENT) && $(CURDIR)/$(VENV)/bin/mypy
 	cd gateway && go vet ./... && go test ./...
+	cd deploy/k8s/validate && go vet ./... && go test ./...
 	VIDSCAN_CLIENT_WHEEL=$$(ls $(CURDIR)/$(CLIENT_WHEEL_DIR)/vidscan_client-*.whl) ./scripts/test.sh
 
 test-fast: proto ## run the suite without the set-up steps
