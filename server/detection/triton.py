@@ -296,18 +296,33 @@ class TritonDetector:
             self._client = None
 
 
+# Triton answers "currently in use" for a moment after an inference that read the
+# region has returned (its backend releases the mapping afterwards): retried.
+_IN_USE_RETRIES_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+
+
 async def _unregister(client: Any, name: str, wait_seconds: float) -> None:
     """Triton forgets the region; shielded so that a cancelled analysis still does
-    it. A failure is logged: Triton then maps an unlinked object until it restarts."""
-    call = asyncio.ensure_future(
-        client.unregister_system_shared_memory(name, client_timeout=wait_seconds)
-    )
+    it. A failure is logged: Triton then maps an unlinked object until it restarts
+    (or the orphan sweep at the next start forgets it)."""
+    call = asyncio.ensure_future(_unregister_when_free(client, name, wait_seconds))
     try:
-        with map_triton_errors("unregistering a frame region"):
-            await asyncio.shield(call)
+        await asyncio.shield(call)
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(call, wait_seconds)
+            await asyncio.wait_for(call, wait_seconds + sum(_IN_USE_RETRIES_S))
         raise
     except (Unavailable, Internal) as exc:
         log.warning("frame region %s not unregistered: %s", name, exc.message)
+
+
+async def _unregister_when_free(client: Any, name: str, wait_seconds: float) -> None:
+    for pause in (*_IN_USE_RETRIES_S, None):
+        try:
+            with map_triton_errors("unregistering a frame region"):
+                await client.unregister_system_shared_memory(name, client_timeout=wait_seconds)
+            return
+        except Internal as exc:
+            if pause is None or "in use" not in exc.message:
+                raise
+            await asyncio.sleep(pause)
