@@ -17,8 +17,8 @@ import grpc
 import pytest
 from conftest import Database, Running, StartServer
 from google.protobuf import struct_pb2
+from support.leftovers import leftovers, nothing_left
 from support.rpc import details, header
-from test_gateway import leftovers, nothing_left
 from vidscan.v1 import upload_pb2, upload_pb2_grpc
 
 from server.errors import Reason, reason_name

@@ -32,6 +32,7 @@ import pytest
 from conftest import BUCKET, Database, Running, StartServer
 from openapi_spec_validator import validate as validate_openapi
 from support.gateway import Gateway, start_gateway
+from support.leftovers import leftovers, nothing_left
 from support.services import free_port
 
 from server.storage.s3 import S3ObjectStore
@@ -194,32 +195,6 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], within_s: float =
 
 async def equals(actual: Awaitable[object], expected: object) -> bool:
     return await actual == expected
-
-
-async def leftovers(user: str, s3: S3ObjectStore, db: Database) -> dict[str, Any]:
-    """What the server holds for ``user``: S3 uploads/objects, rows, reservations."""
-    prefix = f"dashboard-uploads/{user}/"
-    return {
-        "multipart": len(await s3.list_multipart(prefix=prefix)),
-        "objects": len(await s3.list_keys(prefix=prefix)),
-        "videos": await db.scalar("select count(*) from videos where user_id = :u", u=user),
-        "reservations": await db.scalar(
-            "select count(*) from quota_reservations where user_id = :u", u=user
-        ),
-        "remaining": await db.scalar(
-            "select remaining from user_quotas where user_id = :u", u=user
-        ),
-    }
-
-
-def nothing_left(running: Running) -> dict[str, Any]:
-    return {
-        "multipart": 0,
-        "objects": 0,
-        "videos": 0,
-        "reservations": 0,
-        "remaining": running.settings.default_upload_quota,
-    }
 
 
 async def committed_bytes(

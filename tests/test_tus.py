@@ -23,6 +23,7 @@ import httpx
 import pytest
 from conftest import Database, Running
 from support.gateway import Gateway, start_gateway
+from support.leftovers import leftovers, nothing_left
 from support.tcpproxy import TcpProxy
 from tusclient.client import TusClient
 from tusclient.exceptions import TusCommunicationError, TusUploadFailed
@@ -87,31 +88,6 @@ def uploader(
         metadata=options.pop("metadata", {"filename": "clip.mp4", "filetype": "video/mp4"}),
         **options,
     )
-
-
-async def leftovers(user: str, s3: S3ObjectStore, db: Database) -> dict[str, Any]:
-    prefix = f"dashboard-uploads/{user}/"
-    return {
-        "multipart": len(await s3.list_multipart(prefix=prefix)),
-        "objects": len(await s3.list_keys(prefix=prefix)),
-        "videos": await db.scalar("select count(*) from videos where user_id = :u", u=user),
-        "reservations": await db.scalar(
-            "select count(*) from quota_reservations where user_id = :u", u=user
-        ),
-        "remaining": await db.scalar(
-            "select remaining from user_quotas where user_id = :u", u=user
-        ),
-    }
-
-
-def nothing_left(running: Running) -> dict[str, Any]:
-    return {
-        "multipart": 0,
-        "objects": 0,
-        "videos": 0,
-        "reservations": 0,
-        "remaining": running.settings.default_upload_quota,
-    }
 
 
 def error_of(error: TusCommunicationError) -> tuple[int | None, str]:

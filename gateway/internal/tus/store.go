@@ -197,7 +197,7 @@ func (u *upload) WriteChunk(ctx context.Context, offset int64, src io.Reader) (i
 	buf := *bp
 	var sent int64
 	for {
-		n, rerr := fill(src, buf)
+		n, rerr := io.ReadFull(src, buf) // io.EOF / io.ErrUnexpectedEOF: the body ended
 		if n > 0 {
 			sent += int64(n)
 			last := offset+sent == u.info.Size
@@ -299,18 +299,6 @@ func (u *upload) Terminate(ctx context.Context) error {
 		return errorFrom(status.Convert(err))
 	}
 	return nil
-}
-
-func fill(r io.Reader, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		m, err := r.Read(buf[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // errorFrom is a tusd error answered with the gateway's JSON error body, its HTTP
