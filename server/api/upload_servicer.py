@@ -221,7 +221,7 @@ class UploadServicer(upload_pb2_grpc.UploadServiceServicer):
         trailer = _Trailer()
         chunks = _chunks(requests, context, trailer, self._parse_trailer)
         try:
-            stored = await self._pipeline.run(upload, chunks, late=trailer.get)
+            stored = await self._pipeline.run(upload, chunks, late=trailer.get, known=session)
         except VidscanError as error:
             if not isinstance(error, Unavailable | StreamStalled | IncompleteUpload):
                 await self._release_if_ended(user_id, upload.session_id)

@@ -183,9 +183,12 @@ class UploadPipeline:
         chunks: AsyncIterator[bytes],
         *,
         late: Callable[[], LateFields] = lambda: NO_LATE_FIELDS,
+        known: SessionRecord | None = None,
     ) -> StoredUpload:
-        """``late``: the fields of the last message, asked for once ``chunks`` ended."""
-        session = await self._sessions.get(request.session_id)
+        """``late``: the fields of the last message, asked for once ``chunks`` ended.
+        ``known``: the session as the caller just read it (saves a read; the session
+        is read again under the stream lock either way)."""
+        session = known if known is not None else await self._sessions.get(request.session_id)
         now = self._clock()
         if (
             session is None
