@@ -3,6 +3,7 @@ naming, part sizing, aggregation, contracts, error mapping, tokens, session lock
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import struct
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from server.media.isobmff import BoxStructureError, TopLevelBoxWalker
 from server.media.sniff import Container, sniff
 from server.sessions.memory import MemorySessionStore
 from server.sessions.port import SessionRecord, SessionState
+from server.uncancellable import run_to_end
 from server.upload.naming import display_filename, object_key
 from server.upload.validation import StreamValidator
 
@@ -331,3 +333,30 @@ async def test_memory_session_lock_expires_and_state_transitions() -> None:
     now[0] += timedelta(hours=2)
     found = await store.get("s")
     assert found is not None and found.effective_state(now[0]) is SessionState.COMPLETED
+
+
+async def test_run_to_end_finishes_the_work_before_raising_the_cancellation() -> None:
+    steps: list[str] = []
+
+    async def work() -> str:
+        steps.append("started")
+        await asyncio.sleep(0.05)
+        steps.append("finished")
+        return "done"
+
+    caller = asyncio.ensure_future(run_to_end(work()))
+    await asyncio.sleep(0.01)
+    caller.cancel()
+    await asyncio.sleep(0.01)
+    caller.cancel()  # cancelled again while it waits
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert steps == ["started", "finished"]
+    assert await run_to_end(work()) == "done"
+
+    async def failing() -> None:
+        await asyncio.sleep(0.01)
+        raise ValueError("refused")
+
+    with pytest.raises(ValueError, match="refused"):
+        await run_to_end(failing())

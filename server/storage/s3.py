@@ -20,6 +20,7 @@ from opentelemetry.trace import SpanKind
 from server import tracing
 from server.errors import Internal, ObjectGone, Reason, Unavailable
 from server.storage.port import PendingMultipart, StoredObject, UploadedPart, multipart_etag
+from server.uncancellable import run_to_end
 
 _S3_CALLS = [
     "head_bucket",
@@ -38,7 +39,7 @@ _S3_CALLS = [
 
 # How long a failed completion waits for a concurrent one to land before calling it
 # an error (a completion takes milliseconds; this only covers a busy store).
-_COMPLETION_SETTLE_S = (0.1, 0.3, 0.6, 1.0)
+_COMPLETION_SETTLE_S = (0.1, 0.3, 0.6, 1.0, 2.0)
 
 _GONE_CODES = {"NoSuchUpload", "NoSuchKey", "NoSuchBucket", "404", "NotFound"}
 
@@ -168,15 +169,20 @@ class S3ObjectStore:
     async def complete_multipart(
         self, key: str, *, upload_id: str, parts: list[UploadedPart]
     ) -> None:
+        # Never cut off half-way: MinIO, when a completion's connection is closed
+        # mid-request, can keep the upload but drop all of its parts (7 of 40 cut-off
+        # completions in a probe), losing a sealed upload. A cancelled caller waits.
         try:
             with map_botocore_errors("complete_multipart_upload"):
-                await self._client.complete_multipart_upload(
-                    Bucket=self._bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    MultipartUpload={
-                        "Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]
-                    },
+                await run_to_end(
+                    self._client.complete_multipart_upload(
+                        Bucket=self._bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        MultipartUpload={
+                            "Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]
+                        },
+                    )
                 )
         except Internal as exc:
             # Completion is idempotent: an upload another stream completed (NoSuchUpload)
