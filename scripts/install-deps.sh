@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the real servers that tests and benchmarks start (tests/support/services.py):
-# PostgreSQL and Redis from apt, MinIO built with `go install` and Jaeger (the OTLP
+# PostgreSQL, Redis and Chromium from apt, MinIO built with `go install` and Jaeger (the OTLP
 # receiver of the tracing test) built from the pinned tools/jaeger/go.mod, into a tool dir
 # shared by every clone on this machine. Idempotent and silent when everything is already
 # present. A fresh machine spends most of its time here on Jaeger (about 12 min on 2 cores).
@@ -51,6 +51,9 @@ go_install() {  # go_install NAME MODULE@VERSION: build into $TOOLS unless alrea
 
 have_postgres || apt_install postgresql
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+# Headless Chromium for the upload page's browser tests (tests/test_upload_page.py);
+# Playwright drives this one and never downloads a browser of its own.
+command -v chromium >/dev/null 2>&1 || apt_install chromium fonts-dejavu-core
 
 # postgres refuses to run as root; services.py then runs it as $PG_USER.
 if [[ $(id -u) -eq 0 ]] && ! id -u "$PG_USER" >/dev/null 2>&1; then

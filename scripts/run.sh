@@ -38,15 +38,15 @@ if [ -z "${TRITON_URL:-}" ]; then
   fi
 fi
 
-# REST gateway for the dashboard, when Go is available.
-if command -v go >/dev/null 2>&1; then
+# REST gateway for the dashboard (and the upload page at /), when Go and npm are available.
+if command -v go >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
   ./scripts/build-gateway.sh >"$VIDSCAN_DATA_DIR/gateway-build.log" 2>&1
   gateway/bin/vidscan-gateway -listen "$gateway_listen" -upstream "$listen" \
     -metrics-listen "$gateway_metrics" >"$VIDSCAN_DATA_DIR/gateway.log" 2>&1 &
   pids+=($!)
-  echo "REST gateway: http://$gateway_listen (OpenAPI at /openapi.json, metrics at http://$gateway_metrics/metrics)"
+  echo "REST gateway: http://$gateway_listen (upload page at /, OpenAPI at /openapi.json, metrics at http://$gateway_metrics/metrics)"
 else
-  echo "REST gateway: not started — Go is not installed (gRPC still works)."
+  echo "REST gateway: not started — it needs Go and npm (gRPC still works)."
 fi
 
 token=$($PY -m server.cli mint-token demo-user)
@@ -60,6 +60,7 @@ Metrics: http://$VIDSCAN_METRICS_LISTEN/metrics (Grafana dashboard: deploy/grafa
   Upload with the CLI:         VIDSCAN_TOKEN=$token .venv/bin/vidscan upload path/to/video.mp4
   With grpcurl (reflection):   grpcurl -plaintext -H "authorization: Bearer \$TOKEN" \\
                                  -d '{}' $listen vidscan.v1.UploadService/CreateUploadSession
+  Upload page (browser):       http://$gateway_listen/  (paste the token above)
   Over REST:                   curl -s -X POST -H "Authorization: Bearer \$TOKEN" \\
                                  http://$gateway_listen/v1/dashboard/upload/sessions -d '{}'
 

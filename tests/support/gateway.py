@@ -53,6 +53,12 @@ def _build_inputs() -> Iterable[Path]:
     yield from GATEWAY_DIR.glob("*.go")
     yield from (GATEWAY_DIR / "cmd").rglob("*.go")
     yield from (GATEWAY_DIR / "internal").rglob("*.go")
+    # The upload page: its embedded sources and what its bundle is built from.
+    yield GATEWAY_DIR / "internal" / "page" / "static" / "index.html"
+    yield GATEWAY_DIR / "internal" / "page" / "static" / "style.css"
+    yield GATEWAY_DIR / "web" / "package.json"
+    yield GATEWAY_DIR / "web" / "package-lock.json"
+    yield from (GATEWAY_DIR / "web" / "src").rglob("*.js")
     yield from (REPO_ROOT / "protos" / "vidscan").rglob("*.proto")
 
 

@@ -1,6 +1,7 @@
 // Package app wires the gateway's HTTP handler: the grpc-gateway ServeMux with the
-// generated routes, the streaming upload route, /healthz, /openapi.json and the
-// middleware (access log, X-Request-Id, CORS, metrics, tracing).
+// generated routes, the streaming upload route, tus at /v1/tus/, the upload page at /,
+// /healthz, /openapi.json and the middleware (access log, X-Request-Id, CORS, metrics,
+// tracing).
 package app
 
 import (
@@ -24,6 +25,7 @@ import (
 	"github.com/vidscan/vidscan/gateway/internal/events"
 	"github.com/vidscan/vidscan/gateway/internal/httpmw"
 	"github.com/vidscan/vidscan/gateway/internal/openapi"
+	"github.com/vidscan/vidscan/gateway/internal/page"
 	"github.com/vidscan/vidscan/gateway/internal/restjson"
 	"github.com/vidscan/vidscan/gateway/internal/tus"
 	"github.com/vidscan/vidscan/gateway/internal/upload"
@@ -92,20 +94,26 @@ func New(cfg Config, conn grpc.ClientConnInterface, log *slog.Logger) (http.Hand
 		return nil, err
 	}
 
-	var h http.Handler = mux
+	uploadPage, err := page.New()
+	if err != nil {
+		return nil, err
+	}
+	var resumable http.Handler
 	if cfg.Tus.ChunkBytes > 0 {
-		resumable, err := tus.New(cfg.Tus, mux, vidscanv1.NewUploadServiceClient(conn), log)
-		if err != nil {
+		if resumable, err = tus.New(cfg.Tus, mux, vidscanv1.NewUploadServiceClient(conn), log); err != nil {
 			return nil, err
 		}
-		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if tus.Matches(r.URL.Path) {
-				resumable.ServeHTTP(w, r)
-				return
-			}
-			mux.ServeHTTP(w, r)
-		})
 	}
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case resumable != nil && tus.Matches(r.URL.Path):
+			resumable.ServeHTTP(w, r)
+		case page.Matches(r.URL.Path):
+			uploadPage.ServeHTTP(w, r)
+		default:
+			mux.ServeHTTP(w, r)
+		}
+	})
 	h = httpmw.NewCORS(cfg.CORSOrigins).Wrap(h)
 	h = httpmw.RequestID(h)
 	if cfg.AccessLog {
