@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import uuid
@@ -21,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Database, Running
+from conftest import Database, Running, StartServer
 from support.gateway import Gateway, start_gateway
 from support.leftovers import leftovers, nothing_left
 from support.tcpproxy import TcpProxy
@@ -349,3 +350,74 @@ async def test_termination_cancels_the_session_and_frees_everything(
     status = await server.client(user).status(session_id)
     assert status.session.state == upload_pb2.UPLOAD_SESSION_STATE_CANCELLED
     assert await leftovers(user, s3, db) == nothing_left(server)
+
+
+async def test_a_sealed_upload_is_finished_by_the_next_head(
+    start_server: StartServer, videos: dict[str, bytes], tmp_path: Path
+) -> None:
+    """The client goes away after its last byte, while the server is finishing the
+    upload (held at the seal): every byte is stored, so the next HEAD -- a tus client
+    resuming sees offset == length and calls it done -- finishes the session first, and
+    the result is there to GET."""
+    gate = tmp_path / "gate"
+    running = await start_server(fault_points=f"sealed=wait:{gate}")
+    gateway = await asyncio.to_thread(
+        start_gateway,
+        upstream=running.target,
+        max_upload_bytes=running.settings.max_upload_bytes,
+        workdir=tmp_path,
+    )
+    data = videos["mp4"]
+    headers = auth(running, new_user("sealed"))
+    try:
+        async with httpx.AsyncClient(base_url=gateway.base_url, timeout=60) as http:
+            created = await http.post(
+                "/v1/tus/",
+                headers={
+                    **headers,
+                    **TUS,
+                    "Upload-Length": str(len(data)),
+                    "Upload-Metadata": "filename " + base64.b64encode(b"sealed.mp4").decode(),
+                },
+            )
+            assert created.status_code == 201, created.text
+            location = created.headers["Location"]
+            patching = asyncio.ensure_future(
+                http.patch(
+                    location,
+                    content=data,
+                    headers={
+                        **headers,
+                        **TUS,
+                        "Upload-Offset": "0",
+                        "Content-Type": "application/offset+octet-stream",
+                    },
+                )
+            )
+            reached = gate.with_name(gate.name + ".reached")
+            deadline = asyncio.get_running_loop().time() + 30
+            while not reached.exists():
+                assert asyncio.get_running_loop().time() < deadline, "never reached the seal"
+                await asyncio.sleep(0.05)
+            patching.cancel()  # the client is gone while the server finishes
+            with contextlib.suppress(asyncio.CancelledError):
+                await patching
+            gate.touch()
+
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:  # the cut stream may hold the session for a moment (409)
+                head = await http.head(location, headers={**headers, **TUS})
+                if head.status_code == 200:
+                    break
+                assert head.status_code == 409, (head.status_code, head.text)
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.2)
+            assert head.headers["Upload-Offset"] == head.headers["Upload-Length"] == str(len(data))
+            session_id = location.rstrip("/").rsplit("/", 1)[1]
+            result = await http.get(f"/v1/dashboard/upload/{session_id}/result", headers=headers)
+            assert result.status_code == 200, result.text
+            body = result.json()
+            assert (body["filename"], int(body["file_size"])) == ("sealed.mp4", len(data))
+            assert body["file_hash"] == hashlib.sha256(data).hexdigest()
+    finally:
+        await asyncio.to_thread(gateway.stop)
