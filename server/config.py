@@ -186,8 +186,8 @@ class Settings(BaseSettings):
     fault_points: str = ""
 
     # Detection (Triton) and the analysis lifecycle
-    default_model: str = "frame_ensemble"
-    allowed_models: str = "frame_ensemble,frame_resnet,frame_cnn"
+    default_model: str = "face_ensemble"
+    allowed_models: str = "face_ensemble,frame_ensemble,frame_resnet,frame_cnn"
     analysis_frames: Annotated[int, Field(ge=1, le=256)] = 32
     detection_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
     aggregation: str = "confident"

@@ -27,7 +27,7 @@ async def test_the_policy_decides_which_frames_are_analysed(
     running = await start_server(
         triton_url=triton.grpc_url, analysis_workers=0, frame_policy=policy
     )
-    result = await running.client().upload(long_gops)
+    result = await running.client().upload(long_gops, model="frame_ensemble")  # a score per frame
     assert result.upload_status == upload_pb2.UPLOAD_STATUS_ANALYZED
     detection = result.detection_result
     assert detection.frame_policy == plan

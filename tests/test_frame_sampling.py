@@ -43,7 +43,7 @@ def encode(path: Path, *, seconds: int, fps: int, options: dict[str, str]) -> Pa
 def every_frame(path: Path) -> dict[float, np.ndarray]:
     with av.open(str(path)) as container:
         return {
-            round(float(f.pts * f.time_base), 3): frames._rgb(f, SIZE)
+            round(float(f.pts * f.time_base), 3): frames.FrameShape(SIZE).rgb(f)
             for f in container.decode(container.streams.video[0])
         }
 
@@ -59,7 +59,12 @@ def sample(path: Path, *, count: int = 32, policy: str = "cheapest") -> frames.S
     with av.open(str(path)) as container:
         duration = float(container.duration or 0) / av.time_base
     return frames.sample(
-        path, count=count, duration=duration, size=SIZE, policy=policy, max_packets=100_000
+        path,
+        count=count,
+        duration=duration,
+        shape=frames.FrameShape(SIZE),
+        policy=policy,
+        max_packets=100_000,
     )
 
 
@@ -148,7 +153,12 @@ def test_a_damaged_stream_falls_back_and_reports_what_it_got(tmp_path: Path) -> 
 def test_an_index_over_the_bound_falls_back_to_seeking(tmp_path: Path) -> None:
     path = encode(tmp_path / "long.mp4", seconds=10, fps=10, options={"g": "80"})
     result = frames.sample(
-        path, count=8, duration=10.0, size=SIZE, policy="cheapest", max_packets=50
+        path,
+        count=8,
+        duration=10.0,
+        shape=frames.FrameShape(SIZE),
+        policy="cheapest",
+        max_packets=50,
     )
     assert result.kind == "seek"
     assert len(result.times) == 8
@@ -159,4 +169,35 @@ def test_garbage_is_undecodable(tmp_path: Path) -> None:
     path = tmp_path / "garbage.mp4"
     path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(4096))
     with pytest.raises(ProbeFailure):
-        frames.sample(path, count=8, duration=1.0, size=SIZE, policy="cheapest", max_packets=10)
+        frames.sample(
+            path,
+            count=8,
+            duration=1.0,
+            shape=frames.FrameShape(SIZE),
+            policy="cheapest",
+            max_packets=10,
+        )
+
+
+def test_letterboxed_frames_keep_the_aspect_ratio_at_the_top_left(tmp_path: Path) -> None:
+    """A 16:9 frame letterboxed into 224x224: scaled by 224/1280, the picture fills
+    the top 126 rows, the rest is black (a face detector's boxes then map back to
+    source pixels by that one factor)."""
+    path = tmp_path / "wide.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
+        image = np.full((720, 1280, 3), 200, dtype=np.uint8)
+        for _ in range(3):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with av.open(str(path)) as container:
+        frame = next(container.decode(container.streams.video[0]))
+    boxed = frames.FrameShape(224, letterbox=True).rgb(frame)
+    assert boxed.shape == (224, 224, 3)
+    rows = round(720 * 224 / 1280)
+    assert rows == 126
+    assert abs(int(boxed[: rows - 1].mean()) - 200) <= 3, "the picture is on top"
+    assert int(boxed[rows + 1 :].max()) == 0, "below it, black"

@@ -39,7 +39,8 @@ from tritonclient.utils import InferenceServerException
 MODEL_REPOSITORY = REPO_ROOT / "models"
 CLASSIFIERS = ("frame_resnet", "frame_cnn")
 CONTRACT_MODELS = (*CLASSIFIERS, "frame_ensemble")
-ALL_MODELS = sorted((*CONTRACT_MODELS, "score_mean"))
+FACE_MODELS = ("face_yunet", "face_ensemble")  # tests/test_faces.py
+ALL_MODELS = sorted((*CONTRACT_MODELS, "score_mean", *FACE_MODELS))
 MAX_BATCH = 32
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)

@@ -18,6 +18,7 @@ import pytest
 from conftest import Running
 from playwright.async_api import BrowserContext, Page, async_playwright
 from support.gateway import REPO_ROOT, Gateway, start_gateway
+from support.photos import Placement, compose, photo, write_video
 from support.tcpproxy import TcpProxy
 from vidscan.v1 import analysis_pb2
 
@@ -109,15 +110,23 @@ async def wait_for_state(page: Page, *states: str, timeout_s: float = 90) -> str
 
 
 async def test_a_browser_uploads_a_video_and_sees_the_verdict(
-    server: Running, gateway: Gateway, browser: BrowserContext, big_video: bytes, tmp_path: Path
+    server: Running, gateway: Gateway, browser: BrowserContext, tmp_path: Path
 ) -> None:
+    """A video of a real portrait (scikit-image's astronaut.png, panned): the page shows
+    the verdict over the face found in each frame, with the reference-model caveat."""
     user = f"page-upload-{uuid.uuid4().hex[:8]}"
     page = await open_page(browser, gateway.base_url, token_of(server, user))
     assert await page.text_content("#recent-status") == "No videos yet."
     await screenshot(page, "upload-1-ready")
 
-    clip = tmp_path / "holiday.mp4"
-    clip.write_bytes(big_video)
+    astronaut = photo("astronaut")
+    clip = write_video(
+        tmp_path / "portrait.mp4",
+        size=(1280, 720),
+        frames=10,
+        draw=lambda i: compose((1280, 720), [(astronaut, Placement(0.8, 60 + 40 * i, 40))]),
+    )
+    data = clip.read_bytes()
     await page.set_input_files("#file", str(clip))
     await wait_for_state(page, "uploading", "processing", "done")
     await screenshot(page, "upload-2-uploading")
@@ -126,19 +135,23 @@ async def test_a_browser_uploads_a_video_and_sees_the_verdict(
 
     video_id = str(await page.text_content("#video-id"))
     video = await server.client(user).video(video_id)
-    assert (video.filename, video.file_size) == ("holiday.mp4", len(big_video))
-    assert video.file_hash == hashlib.sha256(big_video).hexdigest()
+    assert (video.filename, video.file_size) == ("portrait.mp4", len(data))
+    assert video.file_hash == hashlib.sha256(data).hexdigest()
     assert await page.is_visible("#verdict")
     label = await page.text_content("#verdict-label")
     assert label in ("Flagged as fake", "Not flagged")
+    detail = str(await page.text_content("#verdict-detail"))
+    assert "10 faces in 10 of 10 frames" in detail, detail
+    faces = await page.locator("#faces li").all_text_contents()
+    assert len(faces) == 10 and all("face at (" in f for f in faces), faces
     # The bundled classifiers are untrained: the page must say so with the verdict.
     disclaimer = str(await page.text_content("#disclaimer"))
     assert await page.is_visible("#disclaimer")
-    assert "reference" in disclaimer.lower(), disclaimer
+    assert "reference model" in disclaimer.lower(), disclaimer
     assert await page.text_content("#percent") == "100.0 %"
     # The recent videos list now shows it.
     await page.wait_for_selector("#videos tr")
-    assert "holiday.mp4" in str(await page.text_content("#videos"))
+    assert "portrait.mp4" in str(await page.text_content("#videos"))
 
 
 async def test_a_dropped_connection_resumes_by_itself(
@@ -164,6 +177,9 @@ async def test_a_dropped_connection_resumes_by_itself(
         proxy.stop()
     retries = str(await page.text_content("#retries"))
     assert retries.startswith("resumed "), retries
+    # Noise has no face: the page says nothing was judged rather than show a verdict.
+    label = await page.text_content("#verdict-label")
+    assert label == "No face found: nothing judged", label
     video = await server.client(user).video(str(await page.text_content("#video-id")))
     assert video.file_size == len(big_video)
     assert video.file_hash == hashlib.sha256(big_video).hexdigest()

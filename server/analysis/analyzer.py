@@ -27,6 +27,8 @@ from server import metrics, tracing
 from server.analysis.queue import Job, JobQueue, retry_delay
 from server.detection.aggregate import aggregate
 from server.detection.contract import ModelContract
+from server.detection.faces import faces_in_source
+from server.detection.inference import Inference
 from server.detection.result import to_document
 from server.detection.shm import FrameRegion
 from server.errors import (
@@ -39,7 +41,7 @@ from server.errors import (
 )
 from server.media.isolation import MediaInspector
 from server.media.messages import SampledFrames, SampleRequest
-from server.records.model import AnalysisRecord
+from server.records.model import AnalysisRecord, VideoRecord
 from server.records.port import AnalysisRepository
 from server.storage.port import ObjectStore
 
@@ -51,7 +53,7 @@ DOWNLOAD_CHUNK = 8 * 1024 * 1024
 class Detector(Protocol):
     def contract(self, model: str) -> ModelContract: ...
 
-    async def infer(self, model: str, frames: np.ndarray) -> list[float]: ...
+    async def infer(self, model: str, frames: np.ndarray) -> Inference: ...
 
 
 @runtime_checkable
@@ -63,9 +65,7 @@ class SharedMemoryDetector(Detector, Protocol):
 
     def frame_region(self, byte_size: int) -> AbstractAsyncContextManager[FrameRegion | None]: ...
 
-    async def infer_region(
-        self, model: str, region: FrameRegion, *, frames: int
-    ) -> list[float]: ...
+    async def infer_region(self, model: str, region: FrameRegion, *, frames: int) -> Inference: ...
 
 
 class FinalStateHook(Protocol):
@@ -189,37 +189,78 @@ class Analyzer:
             max_packets=_index_bound(video.duration_seconds, video.fps),
             min_frames=_minimum_frames(self._rules.frames, video.duration_seconds, video.fps),
             out="",
+            resize=contract.resize,
         )
         async with self._video_file(video.s3_key, local_path) as path:
             request = dataclasses.replace(request, path=str(path))
-            sampled, scores, inference_ms = await self._frames_and_scores(
+            sampled, inference, inference_ms = await self._frames_and_scores(
                 row.model_name, contract, request
             )
         metrics.ANALYSIS_SECONDS.labels("decode").observe(sampled.decode_ms / 1000)
         metrics.ANALYSIS_SECONDS.labels("inference").observe(inference_ms / 1000)
-        confidence = aggregate(scores, strategy=self._rules.strategy)
-        return to_document(
-            detection_pb2.Detection(
-                is_fake=confidence >= self._rules.threshold,
-                confidence=round(confidence, 6),
-                threshold=self._rules.threshold,
-                model_name=contract.name,
-                model_version=contract.version,
-                reference_model=contract.reference_model,
-                disclaimer=contract.disclaimer,
-                frames_analyzed=len(scores),
-                frame_scores=[round(s, 6) for s in scores],
-                frame_times=list(sampled.times),
-                frame_policy=sampled.plan,
-                aggregation=self._rules.strategy,
-                decode_ms=sampled.decode_ms,
-                inference_ms=round(inference_ms, 1),
-            )
+        detection = detection_pb2.Detection(
+            threshold=self._rules.threshold,
+            model_name=contract.name,
+            model_version=contract.version,
+            reference_model=contract.reference_model,
+            disclaimer=contract.disclaimer,
+            frame_times=list(sampled.times),
+            frame_policy=sampled.plan,
+            aggregation=self._rules.strategy,
+            decode_ms=sampled.decode_ms,
+            inference_ms=round(inference_ms, 1),
+            outcome=detection_pb2.DETECTION_OUTCOME_JUDGED,
         )
+        scores = inference.scores
+        if contract.faces:
+            scores = self._judge_faces(detection, contract, inference, video, sampled)
+            if not scores:
+                return to_document(detection)
+        confidence = aggregate(scores, strategy=self._rules.strategy)
+        detection.is_fake = confidence >= self._rules.threshold
+        detection.confidence = round(confidence, 6)
+        detection.frames_analyzed = sampled.frames
+        detection.frame_scores.extend(round(s, 6) for s in scores)
+        return to_document(detection)
+
+    def _judge_faces(
+        self,
+        detection: detection_pb2.Detection,
+        contract: ModelContract,
+        inference: Inference,
+        video: VideoRecord,
+        sampled: SampledFrames,
+    ) -> list[float]:
+        """Fills the face fields; the scores to aggregate are the faces' (none: the
+        outcome is NO_FACE_DETECTED and nothing is judged)."""
+        if inference.faces is None:
+            raise Internal(Reason.DETECTOR_ERROR, f"{contract.name} answered no faces")
+        found = faces_in_source(
+            inference.faces,
+            input_size=contract.size,
+            width=video.width,
+            height=video.height,
+            times=sampled.times,
+        )
+        detection.face_detector = contract.face_detector
+        detection.face_margin = contract.face_margin
+        detection.faces.extend(found.frames)
+        detection.frames_with_faces = found.frames_with_faces
+        detection.faces_analyzed = len(found.probabilities)
+        detection.face_detection_ms = round(inference.faces.detection_ms, 1)
+        detection.face_classification_ms = round(inference.faces.classification_ms, 1)
+        detection.frames_analyzed = sampled.frames
+        if not found.probabilities:
+            detection.outcome = detection_pb2.DETECTION_OUTCOME_NO_FACE_DETECTED
+            detection.outcome_reason = (
+                f"no face was found in any of the {sampled.frames} analysed frames "
+                f"(face detector {contract.face_detector}): nothing was judged"
+            )
+        return found.probabilities
 
     async def _frames_and_scores(
         self, model: str, contract: ModelContract, request: SampleRequest
-    ) -> tuple[SampledFrames, list[float], float]:
+    ) -> tuple[SampledFrames, Inference, float]:
         """Sampled frames (media worker) and their scores (Triton), with the
         inference time in ms."""
         detector = self._detector

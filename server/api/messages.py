@@ -176,8 +176,9 @@ def upload_result(
     )
     if found is not None and analyzed:
         result.detection_result.CopyFrom(found)
-        result.confidence_score = found.confidence
-        result.is_fake = found.is_fake
+        if found.outcome != detection_pb2.DETECTION_OUTCOME_NO_FACE_DETECTED:
+            result.confidence_score = found.confidence  # else unset: nothing was judged
+            result.is_fake = found.is_fake
         if processing_time is not None and not deduplicated:
             result.processing_time = processing_time
     return result

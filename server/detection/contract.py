@@ -36,8 +36,15 @@ class ModelContract:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     max_batch_size: int
-    reference_model: bool
+    reference_model: bool  # the classifier's weights are untrained (see the disclaimer)
     note: str
+    # "stretch" (whole-frame classifiers) or "letterbox" (aspect kept, top-left; face
+    # models, whose boxes map back to source pixels by one scale factor).
+    resize: str = "stretch"
+    # Face models (parameter face_detector): the outputs in server/detection/faces.py
+    # come with the per-frame score, and the classifier ran on face crops.
+    face_detector: str = ""
+    face_margin: float = 0.0
 
     @classmethod
     def from_triton(cls, *, name: str, config: dict[str, Any], version: str) -> ModelContract:
@@ -62,6 +69,9 @@ class ModelContract:
                 max_batch_size=int(config.get("max_batch_size", 1)) or 1,
                 reference_model=params.get("reference_model", "false").lower() == "true",
                 note=params.get("reference_model_note", ""),
+                resize=params.get("input_resize", "stretch").lower(),
+                face_detector=params.get("face_detector", ""),
+                face_margin=float(params.get("face_margin", "0")),
             )
         except (KeyError, ValueError, IndexError) as exc:
             raise Internal(
@@ -69,6 +79,8 @@ class ModelContract:
             ) from exc
         if contract.layout not in ("NCHW", "NHWC"):
             raise Internal(Reason.DETECTOR_ERROR, f"model {name}: unknown layout {contract.layout}")
+        if contract.resize not in ("stretch", "letterbox"):
+            raise Internal(Reason.DETECTOR_ERROR, f"model {name}: unknown resize {contract.resize}")
         if contract.datatype not in DATATYPES:
             raise Internal(
                 Reason.DETECTOR_ERROR,
@@ -89,8 +101,21 @@ class ModelContract:
         return self.size * self.size * 3 * _ITEM_BYTES[self.datatype]
 
     @property
+    def faces(self) -> bool:
+        return bool(self.face_detector)
+
+    @property
     def disclaimer(self) -> str:
-        return REFERENCE_DISCLAIMER if self.reference_model else ""
+        if not self.reference_model:
+            return ""
+        if self.faces:
+            return (
+                f"The faces were found by a trained face detector ({self.face_detector}); "
+                "the classifier that scored each face is a reference model: an untrained "
+                "network with generated weights. Its scores carry no meaning and must not "
+                "be used to judge whether a video is fake."
+            )
+        return REFERENCE_DISCLAIMER
 
 
 def _check_input(contract: ModelContract, config: dict[str, Any]) -> None:

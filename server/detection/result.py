@@ -16,7 +16,22 @@ from server.errors import Internal, Reason
 
 FIELDS = frozenset(f.name for f in detection_pb2.Detection.DESCRIPTOR.fields)
 # Fields added after results were first stored: older documents may lack them.
-ADDED_LATER = frozenset({"frame_times", "frame_policy"})
+ADDED_LATER = frozenset(
+    {
+        "frame_times",
+        "frame_policy",
+        # faces (issue 16): absent from whole-frame results stored before
+        "outcome",
+        "outcome_reason",
+        "face_detector",
+        "frames_with_faces",
+        "faces_analyzed",
+        "faces",
+        "face_margin",
+        "face_detection_ms",
+        "face_classification_ms",
+    }
+)
 
 
 def to_document(message: detection_pb2.Detection) -> dict[str, Any]:

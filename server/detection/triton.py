@@ -24,8 +24,9 @@ from tritonclient.utils import InferenceServerException
 from tritonclient.utils.shared_memory import SharedMemoryException
 
 from server import metrics, tracing
-from server.detection import shm
+from server.detection import faces, shm
 from server.detection.contract import ModelContract
+from server.detection.inference import Inference
 from server.errors import Internal, InvalidUpload, Reason, Unavailable, VidscanError, reason_name
 
 log = logging.getLogger(__name__)
@@ -222,9 +223,7 @@ class TritonDetector:
             return False
         return True
 
-    async def infer_region(
-        self, model: str, region: shm.FrameRegion, *, frames: int
-    ) -> list[float]:
+    async def infer_region(self, model: str, region: shm.FrameRegion, *, frames: int) -> Inference:
         """Like ``infer`` for ``frames`` frames the media worker wrote into ``region``."""
         contract = self.contract(model)
         if frames * contract.frame_bytes > region.byte_size:
@@ -243,9 +242,9 @@ class TritonDetector:
 
         return await self._infer(model, contract, frames, tensor)
 
-    async def infer(self, model: str, frames: np.ndarray) -> list[float]:
-        """Per-frame fake probabilities. Frames go in as few requests as the model's
-        max batch size allows (all of them in one when they fit)."""
+    async def infer(self, model: str, frames: np.ndarray) -> Inference:
+        """Per-frame fake probabilities (and a face model's faces). Frames go in as few
+        requests as the model's max batch size allows (all of them in one when they fit)."""
         contract = self.contract(model)
 
         def tensor(start: int, stop: int) -> Any:
@@ -262,18 +261,20 @@ class TritonDetector:
         contract: ModelContract,
         count: int,
         make_input: Callable[[int, int], Any],
-    ) -> list[float]:
+    ) -> Inference:
         client = self._get_client()
+        names = (contract.output_name, *(faces.OUTPUTS if contract.faces else ()))
         scores: list[float] = []
+        face_batches: list[dict[str, np.ndarray]] = []
         for start in range(0, count, contract.max_batch_size):
             tensor = make_input(start, min(count, start + contract.max_batch_size))
-            output = triton.InferRequestedOutput(contract.output_name)
+            outputs = [triton.InferRequestedOutput(name) for name in names]
 
-            async def call(t: Any = tensor, o: Any = output) -> Any:
+            async def call(t: Any = tensor, o: Any = outputs) -> Any:
                 return await client.infer(
                     model,
                     [t],
-                    outputs=[o],
+                    outputs=o,
                     client_timeout=self._options.timeout_seconds,
                     headers=tracing.headers(),  # W3C traceparent: Triton can join the trace
                 )
@@ -284,11 +285,16 @@ class TritonDetector:
                 kind=SpanKind.CLIENT,
             ):
                 result = await self._retry(f"inference on {model}", call)
-            values = result.as_numpy(contract.output_name)
-            if values is None:
-                raise Internal(Reason.DETECTOR_ERROR, f"{model} returned no {contract.output_name}")
+            answered = {name: result.as_numpy(name) for name in names}
+            missing = [name for name, values in answered.items() if values is None]
+            if missing:
+                raise Internal(Reason.DETECTOR_ERROR, f"{model} returned no {', '.join(missing)}")
+            values = answered[contract.output_name]
             scores.extend(float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1))
-        return scores
+            if contract.faces:
+                face_batches.append({name: np.asarray(answered[name]) for name in faces.OUTPUTS})
+        found = faces.FaceTensors.concatenate(model, face_batches) if contract.faces else None
+        return Inference(scores=scores, faces=found)
 
     async def close(self) -> None:
         if self._client is not None:

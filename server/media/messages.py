@@ -68,6 +68,7 @@ class SampleRequest:
     out: str  # where the worker writes the frame tensor (.npy) when shm_key is empty
     shm_key: str = ""  # a POSIX shared-memory object the server created for the tensor
     shm_bytes: int = 0  # its size
+    resize: str = "stretch"  # or "letterbox" (aspect kept, top-left): the model's contract
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from vidscan.v1 import detection_pb2
+
 from server.detection.result import from_document
 from server.records.model import AnalysisRecord, AnalysisStatus
 
@@ -43,9 +45,12 @@ def analysis_event(analysis: AnalysisRecord) -> WebhookEvent:
     }
     if analyzed and analysis.result is not None:
         detection = from_document(dict(analysis.result))
+        judged = detection.outcome != detection_pb2.DETECTION_OUTCOME_NO_FACE_DETECTED
         data |= {
-            "is_fake": detection.is_fake,
-            "confidence_score": detection.confidence,
+            # null when a face model found no face: nothing was judged
+            "is_fake": detection.is_fake if judged else None,
+            "confidence_score": detection.confidence if judged else None,
+            "outcome": detection_pb2.DetectionOutcome.Name(detection.outcome),
             "threshold": detection.threshold,
             "model_version": detection.model_version,
             "frames_analyzed": detection.frames_analyzed,

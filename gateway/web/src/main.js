@@ -130,21 +130,31 @@ function renderVerdict(result, detection, status, failure) {
     show("verdict", true);
     return;
   }
-  const percent = (100 * detection.confidence).toFixed(1);
-  $("verdict-label").textContent = detection.is_fake ? "Flagged as fake" : "Not flagged";
-  $("verdict-detail").textContent =
-    `${percent} % (threshold ${(100 * detection.threshold).toFixed(0)} %), ` +
-    `${detection.frames_analyzed} frames, model ${detection.model_name} ${detection.model_version}`;
   $("disclaimer").textContent = detection.reference_model
     ? detection.disclaimer || "Reference model: its scores are not a trained detector's and mean nothing."
     : detection.disclaimer || "";
   $("disclaimer").hidden = !$("disclaimer").textContent;
-  for (const frame of detection.faces_by_frame || []) {
+  const model = `model ${detection.model_name} ${detection.model_version}`;
+  if (detection.outcome === "no_face_detected") {
+    $("verdict-label").textContent = "No face found: nothing judged";
+    $("verdict-detail").textContent = `${detection.outcome_reason} (${model})`;
+  } else {
+    const percent = (100 * detection.confidence).toFixed(1);
+    $("verdict-label").textContent = detection.is_fake ? "Flagged as fake" : "Not flagged";
+    const faces = detection.face_detector
+      ? `${detection.faces_analyzed} faces in ${detection.frames_with_faces} of `
+      : "";
+    $("verdict-detail").textContent =
+      `${percent} % (threshold ${(100 * detection.threshold).toFixed(0)} %), ` +
+      `${faces}${detection.frames_analyzed} frames, ${model}`;
+  }
+  // Faces (face models): where each was, the detector's and the classifier's scores.
+  for (const frame of detection.faces || []) {
     for (const face of frame.faces || []) {
       const item = document.createElement("li");
       const box = face.box || {};
       item.textContent =
-        `frame ${frame.frame_index}: face at (${Math.round(box.x1)}, ${Math.round(box.y1)})–` +
+        `${Number(frame.time_seconds).toFixed(1)} s: face at (${Math.round(box.x1)}, ${Math.round(box.y1)})–` +
         `(${Math.round(box.x2)}, ${Math.round(box.y2)}), detector ${(100 * face.detector_score).toFixed(0)} %, ` +
         `classifier ${(100 * face.fake_probability).toFixed(1)} %`;
       list.append(item);
