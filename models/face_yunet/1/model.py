@@ -11,8 +11,10 @@ are decoded by yunet_decode.py.
 Outputs per frame, padded to F = max faces (the config's face_scores dims):
   face_count INT32 [1], face_boxes FP32 [F, 4] (x1, y1, x2, y2, input pixels),
   face_scores FP32 [F], face_landmarks FP32 [F, 10].
-Parameters: score_threshold (0.6, OpenCV's default), nms_threshold (0.3), and the
-onnxruntime thread counts.
+Parameters: score_threshold (0.6, OpenCV's default), nms_threshold (0.3), the
+onnxruntime thread counts, and network_model: when set (e.g. "face_yunet_net", a
+native onnxruntime_onnx model on a GPU, see models/README.md), the network runs there
+through Triton (BLS) instead of in this process; decoding and NMS stay here.
 """
 
 from __future__ import annotations
@@ -36,6 +38,18 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config: dict[str, Any] = json.loads(args["model_config"])
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        self.score_threshold = float(params.get("score_threshold", "0.6"))
+        self.nms_threshold = float(params.get("nms_threshold", "0.3"))
+        self.max_faces = next(
+            int(o["dims"][0]) for o in config["output"] if o["name"] == "face_scores"
+        )
+        self.network = params.get("network_model", "")
+        self.output_names = [
+            f"{kind}_{s}" for kind in ("cls", "obj", "bbox", "kps") for s in (8, 16, 32)
+        ]
+        self.input_name = "input"
+        if self.network:
+            return  # the network is another Triton model (BLS)
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         if not os.path.isfile(path):
             raise pb_utils.TritonModelException(
@@ -52,12 +66,25 @@ class TritonPythonModel:
             providers = [("CUDAExecutionProvider", {"device_id": device}), *providers]
         self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        self.score_threshold = float(params.get("score_threshold", "0.6"))
-        self.nms_threshold = float(params.get("nms_threshold", "0.3"))
-        self.max_faces = next(
-            int(o["dims"][0]) for o in config["output"] if o["name"] == "face_scores"
+        if sorted(o.name for o in self.session.get_outputs()) != sorted(self.output_names):
+            raise pb_utils.TritonModelException(f"{path} does not have YuNet's 12 outputs")
+
+    def _network(self, blob: np.ndarray) -> dict[str, np.ndarray]:
+        if not self.network:
+            raw = self.session.run(self.output_names, {self.input_name: blob})
+            return dict(zip(self.output_names, raw, strict=True))
+        request = pb_utils.InferenceRequest(
+            model_name=self.network,
+            requested_output_names=self.output_names,
+            inputs=[pb_utils.Tensor(self.input_name, blob)],
         )
+        response = request.exec()
+        if response.has_error():
+            raise pb_utils.TritonModelException(f"{self.network}: {response.error().message()}")
+        return {
+            name: pb_utils.get_output_tensor_by_name(response, name).as_numpy()
+            for name in self.output_names
+        }
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return [self._run(request) for request in requests]
@@ -75,9 +102,8 @@ class TritonPythonModel:
         marks = np.zeros((n, f, 10), np.float32)
         for i, frame in enumerate(frames):
             blob = np.ascontiguousarray(frame[:, :, ::-1].transpose(2, 0, 1)[None], np.float32)
-            raw = self.session.run(self.output_names, {self.input_name: blob})
             b, s, m = decode(
-                dict(zip(self.output_names, raw, strict=True)),
+                self._network(blob),
                 input_size=INPUT_SIZE,
                 score_threshold=self.score_threshold,
                 nms_threshold=self.nms_threshold,
