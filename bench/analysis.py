@@ -1,12 +1,16 @@
-"""Scenario 5: last byte to verdict for two long 1080p clips, next to decoding them whole.
+"""Scenario 5: last byte to verdict for long 1080p clips, next to decoding them whole.
 
 Both regimes of the frame planner (``server/media/frame_plan.py``): the first clip has
 x264's default 8.3 s GOPs (8 keyframes for 32 frames: keyframes plus the frames right
 after them), the second 2 s GOPs with B-frames (30 keyframes: keyframes, plus two
-frames decoded right after a keyframe). The server samples ``analysis_frames`` (32)
-frames and runs the default model on a real Triton; the UploadResult carries
-decode_ms, inference_ms, the frame times and the plan taken. In the same run the bench
-decodes every frame of the same file with PyAV, for scale.
+frames decoded right after a keyframe). These two run the whole-frame model
+(``frame_ensemble``, as the issue 11 baseline did). A third clip, a real portrait
+(scikit-image's astronaut.png, panned) with the same GOPs as the first, runs the
+default faces-first model (``face_ensemble``: YuNet, then the classifier on each face
+crop), with its inference split into face detection and classification. The server
+samples ``analysis_frames`` (32) frames on a real Triton; the UploadResult carries
+decode_ms, inference_ms (and the face split), the frame times and the plan taken. In
+the same run the bench decodes every frame of the same file with PyAV, for scale.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 import av
 import numpy as np
 import tritonclient.grpc as triton_grpc
+from support.photos import Placement, compose, photo
 from support.triton import start_triton
 from vidscan.v1 import upload_pb2
 
@@ -36,6 +41,8 @@ class Clip:
     name: str
     options: dict[str, str]
     about: str
+    model: str = "frame_ensemble"
+    portrait: bool = False  # the astronaut panned over the texture (faces), else texture
 
 
 CLIPS = (
@@ -45,6 +52,14 @@ CLIPS = (
         "clip-1080p-{seconds}s-gop2s-bframes.mp4",
         {"x264-params": "keyint=60:min-keyint=60:scenecut=0:bframes=2:b-adapt=0"},
         "keyframe every 2 s (keyint 60), 2 B-frames between references",
+    ),
+    Clip(
+        "portrait, faces first",
+        "clip-1080p-{seconds}s-portrait.mp4",
+        {},
+        "x264 default GOPs; astronaut.png at 1.2x panning across a scrolling texture",
+        model="face_ensemble",
+        portrait=True,
     ),
 )
 
@@ -69,9 +84,13 @@ def clip(seconds: int, spec: Clip = CLIPS[0]) -> Path:
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"preset": "ultrafast", "crf": "30", **spec.options}
         stream.time_base = Fraction(1, FPS)
+        face = photo("astronaut") if spec.portrait else None
         for index in range(seconds * FPS):
             dx, dy = (index * 3) % 256, index % 256
             image = np.ascontiguousarray(texture[dy : dy + height, dx : dx + width])
+            if face is not None:
+                where = Placement(1.2, 100 + (index * 2) % 1100, 200)
+                image = compose((width, height), [(face, where)], background=image)
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = index
             for packet in stream.encode(frame):
@@ -134,6 +153,7 @@ def run(env: Env) -> Section:
                         server,
                         file_chunks(path, 256 * 1024),
                         on_last=lambda last=last: last.append(time.perf_counter()),  # type: ignore[misc]
+                        model=spec.model,
                     )
                     verdict = time.perf_counter() - last[0]
                     assert result.upload_status == upload_pb2.UPLOAD_STATUS_ANALYZED, result
@@ -146,6 +166,20 @@ def run(env: Env) -> Section:
                         "inference_ms (Triton)": detection.inference_ms,
                     }.items():
                         rows.setdefault(name, []).append(value)
+                    if detection.face_detector:
+                        for name, value in {
+                            "face_detection_ms (YuNet, in inference_ms)": (
+                                detection.face_detection_ms
+                            ),
+                            "face_classification_ms (classifier on crops)": (
+                                detection.face_classification_ms
+                            ),
+                        }.items():
+                            rows.setdefault(name, []).append(value)
+                        section.extra[f"{spec.label}: faces found / frames with faces"] = (
+                            f"{detection.faces_analyzed} / {detection.frames_with_faces} "
+                            f"of {detection.frames_analyzed}"
+                        )
                     section.extra[f"{spec.label}: frames analysed / distinct"] = (
                         f"{detection.frames_analyzed} / {len(set(detection.frame_times))}"
                     )
@@ -156,10 +190,12 @@ def run(env: Env) -> Section:
                     env.empty_bucket()
                 for name, values in rows.items():
                     section.add(f"{spec.label}: {name}", "ms", values)
-                tensor = detection.frames_analyzed * FRAME_BYTES_UINT8
-                section.extra[f"{spec.label}: tensor bytes per request (UINT8 / FP32 before)"] = (
-                    f"{tensor} / {detection.frames_analyzed * FRAME_BYTES_FP32}"
-                )
+                section.extra[f"{spec.label}: model"] = detection.model_name
+                if not detection.face_detector:
+                    tensor = detection.frames_analyzed * FRAME_BYTES_UINT8
+                    section.extra[
+                        f"{spec.label}: tensor bytes per request (UINT8 / FP32 before)"
+                    ] = f"{tensor} / {detection.frames_analyzed * FRAME_BYTES_FP32}"
         for spec, path in zip(CLIPS, paths, strict=True):
             full = [decode_all(path) for _ in range(RUNS)]
             name = f"{spec.label}: PyAV: decode every frame of the same file"
@@ -177,11 +213,13 @@ def run(env: Env) -> Section:
         triton.stop()
     section.notes += [
         f"Clips generated in {made:.0f} s (or reused) and cached in bench/results/tmp/.",
-        f"Model {model!r} on Triton (CPU), {frames} frames requested, frame policy "
+        f"Default model {model!r}; models per clip as labelled; Triton (CPU), {frames} "
+        "frames requested, frame policy "
         f"{policy!r}, Triton shared memory {shared!r}. Client-side time runs from handing "
         "gRPC the finish_write message to the UploadResult: it adds the end of the upload "
         "(PyAV validation, completing the S3 upload, the DB row) to the analysis.",
         "decode_ms covers the media worker's whole sampling: packet index, planned "
-        "decoding, resizing to 224x224 RGB and writing the tensor.",
+        "decoding, resizing (224x224 RGB; letterboxed 640x640 for face models) and "
+        "writing the tensor.",
     ]
     return section

@@ -402,13 +402,14 @@ def grpc_upload(
     channel: grpc.Channel | None = None,
     on_last: Callable[[], None] | None = None,
     timeout: float = 900.0,
+    model: str = "",
 ) -> Any:
     """One UploadVideo on a new session, with the sync API (see tests/support/rpc.py
     for why sync). ``on_last`` runs when the last chunk has been handed to gRPC."""
 
     def messages(session: str) -> Iterator[Any]:
         yield upload_pb2.UploadVideoRequest(
-            header=upload_pb2.UploadHeader(session_id=session, filename="bench.mp4")
+            header=upload_pb2.UploadHeader(session_id=session, filename="bench.mp4", model=model)
         )
         for piece in chunks:
             yield upload_pb2.UploadVideoRequest(chunk=piece)

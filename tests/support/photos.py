@@ -55,10 +55,18 @@ class Placement:
 
 
 def compose(
-    background: tuple[int, int], layers: Sequence[tuple[np.ndarray, Placement]]
+    size: tuple[int, int],
+    layers: Sequence[tuple[np.ndarray, Placement]],
+    *,
+    background: np.ndarray | None = None,
 ) -> np.ndarray:
-    width, height = background
-    canvas = np.full((height, width, 3), 96, dtype=np.uint8)
+    """The photos pasted onto a grey canvas (or a copy of ``background``)."""
+    width, height = size
+    canvas = (
+        np.full((height, width, 3), 96, dtype=np.uint8)
+        if background is None
+        else background[:height, :width].copy()
+    )
     for image, where in layers:
         part = resized(image, where.scale)
         h = min(part.shape[0], height - where.y)
