@@ -15,7 +15,11 @@
 # Both stages must use the same base image: the venv's python is a symlink to the
 # base image's interpreter (/usr/local/bin/python3.11), and its scripts' shebangs
 # name /opt/venv, so the venv lives at the same path in both stages.
-FROM python:3.11-slim-bookworm AS build
+# BASE_IMAGE: the official image by default; any Debian bookworm with python3.11,
+# python3-venv and `python` on PATH works (`make images` builds one with debootstrap
+# where Docker Hub cannot be reached: scripts/build-images.sh).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE} AS build
 
 ENV VIRTUAL_ENV=/opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -50,7 +54,7 @@ RUN tools/bin/python -m pip wheel --no-deps --no-build-isolation -c constraints.
 RUN pip install -c constraints.txt dist/vidscan_client-*.whl
 RUN pip check
 
-FROM python:3.11-slim-bookworm AS runtime
+FROM ${BASE_IMAGE} AS runtime
 
 ENV VIRTUAL_ENV=/opt/venv
 ENV PATH=/opt/venv/bin:$PATH

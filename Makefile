@@ -11,7 +11,7 @@ CLIENT := clients/python
 CLIENT_WHEEL_DIR := $(CLIENT)/dist
 LINT_PATHS := server clients tests bench
 
-.PHONY: help venv proto client deps triton models gateway run test test-fast lint fmt bench lock clean
+.PHONY: help venv proto client deps triton models gateway run test test-fast lint fmt bench lock clean images
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -51,6 +51,10 @@ models: venv ## build the reference ONNX models into models/
 
 gateway: proto ## build the grpc-gateway REST proxy (needs Go)
 	./scripts/build-gateway.sh
+
+images: venv gateway ## build the server and gateway images with podman, run them and upload once
+	./scripts/build-images.sh
+	./scripts/images-smoke.sh
 
 run: proto ## run vidscan on the embedded default (SQLite, local files, in-memory sessions) with Triton and the gateway
 	./scripts/run.sh

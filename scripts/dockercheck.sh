@@ -148,8 +148,15 @@ def exec_form(args: str) -> list[str]:
 
 
 stages: list[dict] = []
+global_args: dict[str, str] = {}
 for word, args in instructions(REPO / "Dockerfile"):
+    if word == "ARG" and not stages:  # a global build argument, usable in FROM
+        name, _, default = args.partition("=")
+        global_args[name.strip()] = default.strip()
+        continue
     if word == "FROM":
+        for name, default in global_args.items():
+            args = args.replace("${" + name + "}", default).replace("$" + name, default)
         parts = args.split()
         name = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else ""
         stages.append({"image": parts[0], "name": name, "steps": []})

@@ -10,6 +10,12 @@
 // HOST:PORT to that file. SIGTERM/SIGINT drain in-flight requests (-shutdown-grace).
 // OpenTelemetry tracing is off unless the standard OTEL_* environment turns it on
 // (OTEL_TRACES_EXPORTER=otlp|console or an OTEL_EXPORTER_OTLP_*ENDPOINT); see README.
+//
+//	vidscan-gateway healthcheck [flags]
+//
+// asks the gateway listening where the same flags/environment say (on 127.0.0.1 when
+// it listens on all addresses) for GET /healthz and exits 0 on 200: the container
+// image's HEALTHCHECK, which has no shell or curl.
 package main
 
 import (
@@ -47,6 +53,9 @@ func main() {
 }
 
 func run() error {
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		return healthcheck(os.Args[2:])
+	}
 	cfg, err := config.Parse(os.Args[1:], os.Getenv, os.Stderr)
 	if err != nil {
 		return err
@@ -186,4 +195,29 @@ func printVersion() {
 	for _, d := range bi.Deps {
 		fmt.Printf("  %s %s\n", d.Path, d.Version)
 	}
+}
+
+// healthcheck GETs /healthz from the gateway that the flags and environment describe.
+func healthcheck(args []string) error {
+	cfg, err := config.Parse(args, os.Getenv, os.Stderr)
+	if err != nil {
+		return err
+	}
+	host, port, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen address %q: %w", cfg.Listen, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	client := &http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/healthz")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /healthz: %s", resp.Status)
+	}
+	return nil
 }
