@@ -154,6 +154,21 @@ func TestOverlaysRenderAndDecodeStrictly(t *testing.T) {
 			if img := container(t, gw, "gateway").Image; img != "ghcr.io/vidscan/vidscan-gateway:latest" {
 				t.Errorf("gateway image %q", img)
 			}
+			// The gateway balances over every server pod: its upstream is a dns:/// name
+			// of a headless Service that selects the server pods.
+			pods := get[*corev1.Service](t, objs, "Service/vidscan-server-pods")
+			upstream := ""
+			for _, e := range container(t, gw, "gateway").Env {
+				if e.Name == "VIDSCAN_GATEWAY_UPSTREAM" {
+					upstream = e.Value
+				}
+			}
+			if pods.Spec.ClusterIP != corev1.ClusterIPNone ||
+				pods.Spec.Selector["app.kubernetes.io/name"] != "vidscan-server" ||
+				upstream != "dns:///vidscan-server-pods:50051" {
+				t.Errorf("gateway upstream %q must name the headless server Service (clusterIP %q, selector %v)",
+					upstream, pods.Spec.ClusterIP, pods.Spec.Selector)
+			}
 
 			triton := container(t, get[*appsv1.Deployment](t, objs, "Deployment/vidscan-triton"), "triton")
 			gpus := triton.Resources.Limits["nvidia.com/gpu"]

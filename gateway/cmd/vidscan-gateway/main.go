@@ -93,6 +93,11 @@ func run() error {
 	dialOpts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithUserAgent("vidscan-gateway"),
+		// Spread calls over every address the upstream name resolves to (a compose
+		// alias or a headless Kubernetes Service naming several replicas); a single
+		// address behaves as before. The server's max_connection_age makes the
+		// resolver look again, so new replicas are picked up.
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`),
 	}
 	if tracingOn {
 		dialOpts = append(dialOpts, grpc.WithStatsHandler(tracing.ClientStatsHandler()))
