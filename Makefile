@@ -11,7 +11,7 @@ CLIENT := clients/python
 CLIENT_WHEEL_DIR := $(CLIENT)/dist
 LINT_PATHS := server clients tests bench
 
-.PHONY: help venv proto client deps triton models gateway run test test-fast lint fmt bench lock clean images
+.PHONY: help venv proto client deps triton models gateway run test test-fast lint fmt bench lock clean images stack-images stack-test
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -56,16 +56,23 @@ images: venv gateway ## build the server and gateway images with podman, run the
 	./scripts/build-images.sh
 	./scripts/images-smoke.sh
 
+stack-images: venv gateway ## build (podman) the server and gateway images and local stand-ins for compose.yaml's PostgreSQL, Redis, MinIO and Triton
+	./scripts/build-images.sh
+	./scripts/build-stack-images.sh >/dev/null
+
+stack-test: venv gateway models stack-images ## only tests/test_stack.py (part of make test): compose.yaml under podman, a replica SIGKILLed mid-upload, k8s pods under podman kube play
+	VIDSCAN_STACK_TEST=1 ./scripts/test.sh tests/test_stack.py -q
+
 run: proto ## run vidscan on the embedded default (SQLite, local files, in-memory sessions) with Triton and the gateway
 	./scripts/run.sh
 
-test: proto client deps triton models gateway ## set up everything, then the whole suite against real services
+test: proto client deps triton models gateway stack-images ## set up everything, then the whole suite against real services
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/mypy
 	cd $(CLIENT) && $(CURDIR)/$(VENV)/bin/mypy
 	cd gateway && go vet ./... && go test ./...
 	cd deploy/k8s/validate && go vet ./... && go test ./...
-	VIDSCAN_CLIENT_WHEEL=$$(ls $(CURDIR)/$(CLIENT_WHEEL_DIR)/vidscan_client-*.whl) ./scripts/test.sh
+	VIDSCAN_STACK_TEST=1 VIDSCAN_CLIENT_WHEEL=$$(ls $(CURDIR)/$(CLIENT_WHEEL_DIR)/vidscan_client-*.whl) ./scripts/test.sh
 
 test-fast: proto ## run the suite without the set-up steps
 	./scripts/test.sh -x -q

@@ -24,11 +24,16 @@ LOCAL_BASE=localhost/vidscan-base:bookworm
 SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
 log() { echo "build-images: $*" >&2; }
 
-if ! command -v podman >/dev/null || ! command -v runc >/dev/null; then
-  log "apt-get install podman runc debootstrap"
+# netavark + aardvark-dns: container DNS on compose networks (the stack test's
+# replicas share one name); catatonit: the infra process of `podman kube play` pods.
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null \
+   || [[ ! -x /usr/lib/podman/netavark || ! -x /usr/lib/podman/aardvark-dns ]] \
+   || ! command -v catatonit >/dev/null; then
+  log "apt-get install podman runc debootstrap netavark aardvark-dns catatonit"
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    podman runc debootstrap uidmap slirp4netns fuse-overlayfs >/dev/null
+    podman runc debootstrap uidmap slirp4netns fuse-overlayfs netavark aardvark-dns catatonit \
+    >/dev/null
 fi
 podman() { command podman --runtime runc "$@"; }
 
@@ -75,5 +80,7 @@ podman build --network host --format docker -t "localhost/vidscan-gateway:$TAG" 
 rm -rf "$context"
 log "gateway image built in $((SECONDS - start)) s"
 
+# Each rebuild leaves the previous image untagged: drop those (layers still in use stay).
+podman image prune -f >/dev/null
 podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' \
   | grep -E "^localhost/vidscan-(server|gateway|base):" || true
