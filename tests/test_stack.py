@@ -76,9 +76,10 @@ def portraits(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def big_noise(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """~32 MiB of H.264 noise: four 8 MiB S3 parts. A part's completion is recorded in
-    the session when the next part beyond the in-flight window (2) is cut, so the
-    first is on record once 24 MiB have arrived."""
+    """~32 MiB of H.264 noise: four 8 MiB S3 parts. A finished part is put on record in
+    the session by the next chunk that arrives, or when a part beyond the in-flight
+    window (2) is cut; the test's client goes quiet after 26 MiB, so the first part is
+    on record by then whatever S3's timing."""
     path = tmp_path_factory.mktemp("noise") / "noise.mp4"
     make_video(path, spec=SPECS["mp4"], seconds=16, fps=10, width=640, height=480, noise=True)
     data = path.read_bytes()
