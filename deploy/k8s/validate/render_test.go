@@ -31,6 +31,8 @@ func newObject(apiVersion, kind string) (any, error) {
 		return &corev1.Secret{}, nil
 	case "v1/Service":
 		return &corev1.Service{}, nil
+	case "v1/PersistentVolumeClaim":
+		return &corev1.PersistentVolumeClaim{}, nil
 	case "apps/v1/Deployment":
 		return &appsv1.Deployment{}, nil
 	case "batch/v1/Job":
@@ -170,6 +172,13 @@ func TestOverlaysRenderAndDecodeStrictly(t *testing.T) {
 					upstream, pods.Spec.ClusterIP, pods.Spec.Selector)
 			}
 
+			// Triton's model repository claim is shipped, not assumed.
+			tritonPod := get[*appsv1.Deployment](t, objs, "Deployment/vidscan-triton").Spec.Template.Spec
+			for _, v := range tritonPod.Volumes {
+				if v.PersistentVolumeClaim != nil {
+					get[*corev1.PersistentVolumeClaim](t, objs, "PersistentVolumeClaim/"+v.PersistentVolumeClaim.ClaimName)
+				}
+			}
 			triton := container(t, get[*appsv1.Deployment](t, objs, "Deployment/vidscan-triton"), "triton")
 			gpus := triton.Resources.Limits["nvidia.com/gpu"]
 			nodeSel := get[*appsv1.Deployment](t, objs, "Deployment/vidscan-triton").Spec.Template.Spec.NodeSelector
