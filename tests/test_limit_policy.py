@@ -3,6 +3,9 @@ delay, and a flood of refused calls does not reach the shared store."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
 
 from server.errors import LimitExceeded, Reason
@@ -74,3 +77,51 @@ async def test_session_slots() -> None:
     clock.now += 61  # the slots expire with their sessions
     await policy.hold_session("u", "s4")
     await policy.hold_session("u", "s5")
+
+
+class LosingLeases(MemoryLeaseSets):
+    """Renewals (every acquire after the first) block until cancelled and then lose
+    the cancellation, as a Redis call it lands in can (redis-py 8)."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock=clock)
+        self.calls = 0
+        self.renewing = asyncio.Event()
+
+    async def acquire(self, group: str, member: str, *, ttl_seconds: float, limit: int) -> bool:
+        self.calls += 1
+        if self.calls > 1:
+            self.renewing.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()  # only a cancellation ends this
+        return await super().acquire(group, member, ttl_seconds=ttl_seconds, limit=limit)
+
+
+async def test_a_stream_ends_when_its_lease_renewal_loses_the_cancellation() -> None:
+    clock = Clock()
+    leases = LosingLeases(clock)
+    rules = LimitRules(
+        create_rate=None, unary_rate=None, max_sessions=0, session_ttl_seconds=60, max_streams=2
+    )
+    policy = UserLimits(
+        buckets=MemoryTokenBuckets(clock=clock),
+        leases=leases,
+        rules=rules,
+        clock=clock,
+        renew_seconds=0.01,
+    )
+
+    async def upload() -> None:
+        async with policy.stream("u"):
+            await leases.renewing.wait()  # the upload ends while a renewal is mid-call
+
+    task = asyncio.create_task(upload())
+    done, _ = await asyncio.wait({task}, timeout=5)
+    if not done:
+        task.cancel()
+    assert done, "the stream waited for a renewal that lost its cancellation"
+    task.result()
+    assert await leases.count("streams:u") == 0  # the slot is free
+    calls = leases.calls
+    await asyncio.sleep(0.1)
+    assert leases.calls == calls  # and the renewal stopped

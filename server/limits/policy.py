@@ -32,6 +32,8 @@ from server.limits.port import LeaseSets, Rate, TokenBuckets
 log = logging.getLogger(__name__)
 
 STREAM_LEASE_SECONDS = 60.0
+# How long a stream's end waits for its lease renewal to stop once told to.
+RENEWAL_STOP_SECONDS = 1.0
 MAX_REMEMBERED_REFUSALS = 10_000
 # How soon a client refused for too many sessions or streams should look again.
 SLOT_RETRY_SECONDS = 5.0
@@ -56,11 +58,13 @@ class UserLimits:
         leases: LeaseSets,
         rules: LimitRules,
         clock: Callable[[], float] = time.monotonic,
+        renew_seconds: float = STREAM_LEASE_SECONDS / 3,
     ) -> None:
         self._buckets = buckets
         self._leases = leases
         self._rules = rules
         self._clock = clock
+        self._renew_seconds = renew_seconds
         # Buckets known to be empty until then: no token can appear before the time
         # the store itself gave, so asking it again before that is wasted.
         self._refused_until: dict[str, float] = {}
@@ -140,21 +144,31 @@ class UserLimits:
                 metadata={"limit": "max_streams_per_user", "max": str(cap)},
                 retry_after_seconds=SLOT_RETRY_SECONDS,
             )
-        renewal = asyncio.create_task(self._renew(group, member, cap))
+        stop = asyncio.Event()
+        renewal = asyncio.create_task(self._renew(group, member, cap, stop))
         try:
             yield
         finally:
+            # Told twice, and waited for within a bound: a cancellation that lands
+            # inside a Redis call can be lost there (seen with redis-py 8: the renewal
+            # went back to sleep and an upload that had finished waited for it until
+            # its client's deadline, ~1 in 150 uploads at 50 concurrent). The flag ends
+            # the loop at its next check whatever happened to the cancellation.
+            stop.set()
             renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal
             try:
-                await asyncio.shield(self._leases.release(group, member))
-            except Exception:  # the lease expires by itself
-                log.warning("could not release a stream slot of %s", user_id, exc_info=True)
+                await asyncio.wait({renewal}, timeout=RENEWAL_STOP_SECONDS)
+            finally:
+                try:
+                    await asyncio.shield(self._leases.release(group, member))
+                except Exception:  # the lease expires by itself
+                    log.warning("could not release a stream slot of %s", user_id, exc_info=True)
 
-    async def _renew(self, group: str, member: str, cap: int) -> None:
-        while True:
-            await asyncio.sleep(STREAM_LEASE_SECONDS / 3)
+    async def _renew(self, group: str, member: str, cap: int, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self._renew_seconds)
+            if stop.is_set():
+                return
             try:
                 # Renewing a member it holds never fails on the cap.
                 await self._leases.acquire(
