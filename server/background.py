@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -16,6 +17,12 @@ from server import tracing
 
 # How long shutdown waits for analysis workers to finish the job in hand.
 WORKER_STOP_SECONDS = 15.0
+# How long it waits for cancelled loops: a cancellation that lands inside a Redis call
+# can be lost there (redis-py 8; see stream_lock.py), and such a loop must not hold
+# the shutdown. Closing the adapters next ends it.
+LOOP_STOP_SECONDS = 5.0
+
+log = logging.getLogger(__name__)
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -44,8 +51,12 @@ class Background:
             self.loops.extend(late)
         for task in self.loops:
             task.cancel()
-        for task in self.loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self.loops:
+            done, stuck = await asyncio.wait(self.loops, timeout=LOOP_STOP_SECONDS)
+            for task in stuck:
+                log.warning("background loop %s did not stop when cancelled", task.get_name())
+            for task in done:
+                with contextlib.suppress(asyncio.CancelledError):
+                    task.result()  # a loop that failed fails the stop, as before
         for close in reversed(self.closers):
             await close()

@@ -4,6 +4,7 @@ naming, part sizing, aggregation, contracts, error mapping, tokens, session lock
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import struct
 from datetime import UTC, datetime, timedelta
@@ -360,3 +361,29 @@ async def test_run_to_end_finishes_the_work_before_raising_the_cancellation() ->
 
     with pytest.raises(ValueError, match="refused"):
         await run_to_end(failing())
+
+
+async def test_a_background_loop_that_loses_its_cancellation_does_not_hold_the_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from server import background
+
+    monkeypatch.setattr(background, "LOOP_STOP_SECONDS", 0.2)
+    release = asyncio.Event()
+    closed: list[str] = []
+
+    async def stubborn() -> None:  # as a loop whose Redis call ate the cancellation
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.01)
+
+    async def close() -> None:
+        closed.append("adapter")
+        release.set()  # closing the adapters is what ends such a loop
+
+    tasks = background.Background()
+    tasks.spawn(stubborn())
+    tasks.closers.append(close)
+    await asyncio.wait_for(tasks.close(), timeout=5)
+    assert closed == ["adapter"]
+    await asyncio.wait_for(asyncio.gather(*tasks.loops), timeout=5)
