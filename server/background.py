@@ -14,12 +14,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from server import tracing
+from server.stopping import cancel_and_wait
 
 # How long shutdown waits for analysis workers to finish the job in hand.
 WORKER_STOP_SECONDS = 15.0
-# How long it waits for cancelled loops: a cancellation that lands inside a Redis call
-# can be lost there (redis-py 8; see stream_lock.py), and such a loop must not hold
-# the shutdown. Closing the adapters next ends it.
+# How long it waits for cancelled loops (server/stopping.py: a loop that lost its
+# cancellation in a Redis call must not hold the shutdown; closing the adapters next
+# ends it).
 LOOP_STOP_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
@@ -49,14 +50,12 @@ class Background:
         if self.workers:
             _, late = await asyncio.wait(self.workers, timeout=WORKER_STOP_SECONDS)
             self.loops.extend(late)
+        stuck = await cancel_and_wait(self.loops, within=LOOP_STOP_SECONDS)
         for task in self.loops:
-            task.cancel()
-        if self.loops:
-            done, stuck = await asyncio.wait(self.loops, timeout=LOOP_STOP_SECONDS)
-            for task in stuck:
+            if task in stuck:
                 log.warning("background loop %s did not stop when cancelled", task.get_name())
-            for task in done:
-                with contextlib.suppress(asyncio.CancelledError):
-                    task.result()  # a loop that failed fails the stop, as before
+                continue
+            with contextlib.suppress(asyncio.CancelledError):
+                task.result()  # a loop that failed fails the stop, as before
         for close in reversed(self.closers):
             await close()

@@ -28,6 +28,7 @@ from typing import Literal
 
 from server.errors import LimitExceeded, Reason
 from server.limits.port import LeaseSets, Rate, TokenBuckets
+from server.stopping import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -149,15 +150,13 @@ class UserLimits:
         try:
             yield
         finally:
-            # Told twice, and waited for within a bound: a cancellation that lands
-            # inside a Redis call can be lost there (seen with redis-py 8: the renewal
-            # went back to sleep and an upload that had finished waited for it until
-            # its client's deadline, ~1 in 150 uploads at 50 concurrent). The flag ends
-            # the loop at its next check whatever happened to the cancellation.
+            # Stopped by a flag as well as cancelled, within a bound (server/stopping.py):
+            # unbounded, a renewal that lost its cancellation in a Redis call kept a
+            # finished upload waiting until its client's deadline (~1 in 150 uploads at
+            # 50 concurrent).
             stop.set()
-            renewal.cancel()
             try:
-                await asyncio.wait({renewal}, timeout=RENEWAL_STOP_SECONDS)
+                await cancel_and_wait([renewal], within=RENEWAL_STOP_SECONDS)
             finally:
                 try:
                     await asyncio.shield(self._leases.release(group, member))

@@ -17,6 +17,7 @@ from typing import Any
 
 from server.errors import Reason, SessionBusy, VidscanError
 from server.sessions.port import SessionLocker, SessionState, SessionStore
+from server.stopping import cancel_and_wait
 
 # How often a running stream looks for CancelUploadSession on its session.
 WATCH_INTERVAL_SECONDS = 1.0
@@ -48,12 +49,6 @@ def lock_lost_error(session_id: str) -> SessionBusy:
     )
 
 
-def _retrieve(task: asyncio.Task[None]) -> None:
-    """Marks a background task's outcome as seen (it may end after we stop waiting)."""
-    if not task.cancelled():
-        task.exception()
-
-
 @contextlib.asynccontextmanager
 async def hold_stream_lock(
     sessions: SessionStore, locker: SessionLocker, session_id: str, *, lock_seconds: float
@@ -69,15 +64,13 @@ async def hold_stream_lock(
     keeper = asyncio.create_task(
         _keep(sessions, locker, session_id, owner=owner, watch=watch, lock_seconds=lock_seconds)
     )
-    keeper.add_done_callback(_retrieve)
     try:
         yield watch
     finally:
-        # Stopped by a flag, not only by cancel(): redis-py can swallow a
-        # cancellation that lands mid-command, and the lock must not outlive us.
+        # Stopped by a flag as well as cancelled (server/stopping.py): the lock must
+        # not outlive us.
         watch.stopped = True
-        keeper.cancel()
-        await asyncio.wait({keeper}, timeout=KEEPER_STOP_SECONDS)
+        await cancel_and_wait([keeper], within=KEEPER_STOP_SECONDS)
         with contextlib.suppress(VidscanError):
             await asyncio.shield(locker.release_lock(session_id, owner=owner))
 
