@@ -332,13 +332,8 @@ def test_secrets_come_from_the_environment_not_the_images(stack: Stack) -> None:
         given = dict(entry.split("=", 1) for entry in running)
         for name in names:
             assert given[name], name  # set by compose.yaml from the .env file
-    assert stack.env["VIDSCAN_JWT_SECRET"] in json.dumps(
-        json.loads(
-            stack.podman(
-                "inspect", "--format", "{{json .Config.Env}}", stack.container("server-1")
-            ).stdout
-        )
-    )
+        if service == "server-1":
+            assert given["VIDSCAN_JWT_SECRET"] == stack.env["VIDSCAN_JWT_SECRET"]
 
 
 HEALTH = (
