@@ -23,12 +23,15 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 def main() -> int:
     from bench.common import services, small_clip, vidscan
     from bench.ghz_sessions import create_sessions, data_template
-    from bench.load import USERS, _ghz
+    from bench.load import CONNECTIONS, USERS, _ghz
 
     parser = argparse.ArgumentParser(prog="python -m bench.ghz_upload", description=__doc__)
     parser.add_argument("-c", type=int, default=50, help="ghz concurrency")
     parser.add_argument("-n", type=int, default=300, help="uploads per run")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--connections", type=int, default=CONNECTIONS, help="ghz connections (as load.py)"
+    )
     parser.add_argument(
         "--set", action="append", default=[], help="a server setting, e.g. media_workers=4"
     )
@@ -46,7 +49,8 @@ def main() -> int:
                     "upload-video.json",
                     server.target,
                     tokens,
-                    *("-c", str(args.c), "-n", str(args.n), "--data-file", str(data_file)),
+                    *("-c", str(args.c), "--connections", str(args.connections)),
+                    *("-n", str(args.n), "--data-file", str(data_file)),
                 )
                 latency = {
                     int(d["percentage"]): round(float(d["latency"]) / 1e6, 1)

@@ -201,6 +201,10 @@ class Settings(BaseSettings):
     # Which frames to decode (server/media/frame_plan.py): "cheapest" (keyframes first,
     # exact times only when cheap) or "exact" (evenly spaced times, whatever they cost).
     frame_policy: Literal["cheapest", "exact"] = "cheapest"
+    # Threads one frame-sampling job decodes with: the planned runs (each from its own
+    # keyframe) are shared among them, each on its own demuxer (PyAV releases the GIL
+    # while decoding). 2 halves decode_ms of an idle 2-core machine; 1 for none.
+    decode_threads: Annotated[int, Field(ge=1, le=16)] = 2
     # Frames to Triton through system shared memory: "auto" when TRITON_URL names this
     # host (localhost, 127.0.0.0/8, ::1, unix:), "on", or "off" (in the gRPC request).
     triton_shm: Literal["auto", "on", "off"] = "auto"

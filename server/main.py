@@ -398,6 +398,7 @@ async def build_core(settings: Settings, *, clock: Clock = system_clock) -> Core
                 max_attempts=settings.analysis_max_attempts,
                 spool_dir=spool_dir,
                 frame_policy=settings.frame_policy,
+                decode_threads=settings.decode_threads,
             ),
             on_final=None if webhooks is None else WebhookAnnouncer(queue=webhooks.queue),
         )

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from support.videos import SPECS, make_damaged_after_first_second, make_video
 
-from server.media import frames
+from server.media import frame_plan, frames
 from server.media.probe import ProbeFailure
 
 SIZE = 32
@@ -55,7 +55,9 @@ def check_true_times(path: Path, sampled: frames.Sampled) -> None:
         np.testing.assert_array_equal(pixels, reference[round(time, 3)])
 
 
-def sample(path: Path, *, count: int = 32, policy: str = "cheapest") -> frames.Sampled:
+def sample(
+    path: Path, *, count: int = 32, policy: str = "cheapest", threads: int = 1
+) -> frames.Sampled:
     with av.open(str(path)) as container:
         duration = float(container.duration or 0) / av.time_base
     return frames.sample(
@@ -65,6 +67,7 @@ def sample(path: Path, *, count: int = 32, policy: str = "cheapest") -> frames.S
         shape=frames.FrameShape(SIZE),
         policy=policy,
         max_packets=100_000,
+        threads=threads,
     )
 
 
@@ -103,6 +106,35 @@ def test_short_gops_with_b_frames(tmp_path: Path) -> None:
     exact = sample(path, policy="exact")
     assert len(exact.times) == 32
     check_true_times(path, exact)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 8])
+@pytest.mark.parametrize("policy", ["cheapest", "exact"])
+def test_decoding_threads_share_the_runs_and_change_nothing(
+    tmp_path: Path, policy: str, threads: int
+) -> None:
+    """VIDSCAN_DECODE_THREADS: the same frames, times and decode count as one thread
+    (more threads than runs: as many as there are runs), B-frames included."""
+    options = {"x264-params": "keyint=20:min-keyint=20:scenecut=0:bframes=2:b-adapt=0"}
+    path = encode(tmp_path / "b.mp4", seconds=40, fps=10, options=options)
+    alone = sample(path, policy=policy)
+    shared = sample(path, policy=policy, threads=threads)
+    assert (shared.kind, shared.times, shared.decoded) == (alone.kind, alone.times, alone.decoded)
+    for mine, theirs in zip(shared.pixels, alone.pixels, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    check_true_times(path, shared)
+
+
+def test_runs_are_split_by_cost_and_kept_in_stream_order() -> None:
+    runs = tuple(
+        frame_plan.Run(key_pts=k, key_dts=k, packets=n, keep=(k,))
+        for k, n in [(0, 9), (10, 1), (20, 1), (30, 8), (40, 1)]
+    )
+    shares = frames._split(runs, 2)
+    assert [[r.key_pts for r in share] for share in shares] == [[0, 20], [10, 30, 40]]
+    assert [sum(r.packets for r in share) for share in shares] == [10, 10]
+    assert frames._split(runs, 1) == [runs]
+    assert len(frames._split(runs[:2], 8)) == 2  # never more shares than runs
 
 
 @pytest.mark.parametrize("spec", ["mkv", "webm", "avi", "mov"])

@@ -85,6 +85,7 @@ class AnalysisRules:
     max_attempts: int
     spool_dir: Path
     frame_policy: str = "cheapest"
+    decode_threads: int = 1
 
 
 class Analyzer:
@@ -190,6 +191,7 @@ class Analyzer:
             min_frames=_minimum_frames(self._rules.frames, video.duration_seconds, video.fps),
             out="",
             resize=contract.resize,
+            threads=self._rules.decode_threads,
         )
         async with self._video_file(video.s3_key, local_path) as path:
             request = dataclasses.replace(request, path=str(path))

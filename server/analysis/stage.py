@@ -9,7 +9,6 @@ stays PENDING, the upload answers PROCESSING, and workers pick it up when Triton
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -25,6 +24,9 @@ from server.upload.pipeline import StoredUpload
 log = logging.getLogger(__name__)
 
 DEFAULT_ESTIMATE_SECONDS = 15
+# The estimate in a PROCESSING answer comes from the last analyses' durations, read
+# from the database at most this often per process (one query per upload otherwise).
+ESTIMATE_REFRESH_SECONDS = 5.0
 POLL_SECONDS = 0.1
 # What the answer itself needs after the inline wait: the verdict is useless to a
 # client whose deadline passed while the server was still waiting for it.
@@ -51,6 +53,7 @@ class AnalysisStage:
         self._budget = wait_budget_seconds
         self._inline: set[asyncio.Task[AnalysisRecord | None]] = set()
         self._closed = False
+        self._estimate: tuple[float, int] | None = None  # (loop time read, seconds)
 
     def check_model(self, requested: str) -> str:
         """The model to use for a request, refusing names outside the allow-list."""
@@ -123,12 +126,19 @@ class AnalysisStage:
 
     async def _estimated(self, row: AnalysisRecord) -> AnalysisRecord:
         """The record with how long its analysis is expected to take, from the last
-        analyses' durations (a value for the answer; nothing is stored)."""
+        analyses' durations (a value for the answer; nothing is stored), read again
+        once the one in hand is ESTIMATE_REFRESH_SECONDS old."""
+        now = asyncio.get_running_loop().time()
+        if self._estimate is not None and now - self._estimate[0] < ESTIMATE_REFRESH_SECONDS:
+            return replace(row, estimated_seconds=self._estimate[1])
         seconds = DEFAULT_ESTIMATE_SECONDS
-        with contextlib.suppress(VidscanError):
+        try:
             recent = await self._analyses.recent_duration_ms()
-            if recent:
-                seconds = max(1, round(recent / 1000))
+        except VidscanError:
+            return replace(row, estimated_seconds=seconds)  # asked again next time
+        if recent:
+            seconds = max(1, round(recent / 1000))
+        self._estimate = (now, seconds)
         return replace(row, estimated_seconds=seconds)
 
     async def close(self) -> None:

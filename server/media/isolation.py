@@ -15,6 +15,7 @@ background analyzer).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +90,11 @@ class MediaInspector:
     def pool(self) -> MediaPool:
         return self._pool
 
-    async def probe_header(self, path: Path, *, deadline: float | None = None) -> HeaderInfo:
-        return await self._run(ProbeRequest(path=str(path)), HeaderInfo, deadline)
+    async def probe_header(
+        self, path: Path, *, deadline: float | None = None, taken: asyncio.Event | None = None
+    ) -> HeaderInfo:
+        """``taken``: set once a worker has the job (``MediaPool.run``)."""
+        return await self._run(ProbeRequest(path=str(path)), HeaderInfo, deadline, taken)
 
     async def validate(self, path: Path, *, deadline: float | None = None) -> VideoInfo:
         limits = MediaLimits(
@@ -113,7 +117,13 @@ class MediaInspector:
         left = deadline - time.monotonic()
         return min(wait, left - min(REPLY_MARGIN_SECONDS, left / 2))
 
-    async def _run(self, request: Request, result: type[T], deadline: float | None) -> T:
+    async def _run(
+        self,
+        request: Request,
+        result: type[T],
+        deadline: float | None,
+        taken: asyncio.Event | None = None,
+    ) -> T:
         assert RESULTS[type(request)] is result, "each operation answers its own type"
         cfg = self._config
         sandbox = Sandbox(
@@ -127,6 +137,7 @@ class MediaInspector:
                 encode_request(request, sandbox),
                 timeout_seconds=cfg.timeout_seconds,
                 wait_seconds=self._wait_seconds(deadline),
+                taken=taken,
             )
             tracing.event("media worker answered", outcome=type(outcome).__name__)
         if isinstance(outcome, TimedOut):

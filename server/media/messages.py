@@ -69,6 +69,7 @@ class SampleRequest:
     shm_key: str = ""  # a POSIX shared-memory object the server created for the tensor
     shm_bytes: int = 0  # its size
     resize: str = "stretch"  # or "letterbox" (aspect kept, top-left): the model's contract
+    threads: int = 1  # VIDSCAN_DECODE_THREADS: decoding threads sharing the planned runs
 
 
 @dataclass(frozen=True)

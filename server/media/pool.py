@@ -250,7 +250,17 @@ class MediaPool:
             self._idle.put_nowait(worker)
         log.info("media pool: %d worker(s) ready", len(started))
 
-    async def run(self, payload: bytes, *, timeout_seconds: float, wait_seconds: float) -> Outcome:
+    async def run(
+        self,
+        payload: bytes,
+        *,
+        timeout_seconds: float,
+        wait_seconds: float,
+        taken: asyncio.Event | None = None,
+    ) -> Outcome:
+        """Runs one job. ``taken`` is set once a worker has the job: until then,
+        cancelling the caller withdraws the job at no cost; from then on it costs
+        the worker (killed and replaced, as it may be mid-job)."""
         try:
             with metrics.track_gauge(metrics.MEDIA_QUEUED):
                 worker = await self._take(wait_seconds)
@@ -258,6 +268,8 @@ class MediaPool:
             if exc.reason == Reason.MEDIA_WORKERS_BUSY:
                 metrics.MEDIA_FAILURES.labels("busy").inc()
             raise
+        if taken is not None:
+            taken.set()
         try:
             with metrics.track_gauge(metrics.MEDIA_BUSY):
                 outcome = await worker.run(payload, timeout_seconds=timeout_seconds)
@@ -290,8 +302,11 @@ class MediaPool:
                 left = give_up - loop.time()
                 if left <= 0:
                     raise busy(self._options.workers) from None
+                # asyncio.timeout, not wait_for: cancelled here, Queue.get leaves the
+                # worker in the queue, where wait_for (3.11) may drop one just handed.
                 try:
-                    worker = await asyncio.wait_for(self._idle.get(), left)
+                    async with asyncio.timeout(left):
+                        worker = await self._idle.get()
                 except TimeoutError:
                     raise busy(self._options.workers) from None
             if worker.alive:

@@ -42,10 +42,13 @@ class ActiveStream:
     # The spool holds the whole file (False after a resume until it is downloaded).
     spool_complete: bool
     probe: asyncio.Task[HeaderInfo] | None = None
+    probe_taken: asyncio.Event | None = None  # set once a worker runs the probe
     sealed: UploadProgress | None = None  # set once the seal is saved in the session
     completed_key: str = ""
     record_attempted: bool = False
     recorded: bool = False
+    # Opened from the session's saved progress (an earlier stream's parts and tail).
+    resumed: bool = False
 
 
 async def finish_even_if_cancelled(work: Coroutine[Any, Any, Cleanup]) -> Cleanup:

@@ -352,6 +352,7 @@ class UploadPipeline:
             spool=spool,
             spool_complete=False,
             sealed=progress if progress.sealed else None,
+            resumed=True,
         )
 
     async def _save_progress(self, session: SessionRecord, update: UploadProgress) -> None:
@@ -390,8 +391,7 @@ class UploadPipeline:
         validator.finish(file_hash)
         await spool.drain()
         spool.close()
-        if stream.probe is not None:
-            await stream.probe
+        await self._settle_probe(stream)
         existing = await self._repo.find_video(
             user_id=request.user_id,
             file_hash=file_hash,
@@ -429,8 +429,11 @@ class UploadPipeline:
             callback_url=request.callback_url,
             deadline=request.deadline,
         )
-        with contextlib.suppress(VidscanError):  # a leftover is the janitor's
-            await self._store.delete_object(tail_key(video.s3_key))
+        if stream.resumed:
+            # Only a stream that continued saved progress can find a tail under this
+            # key (a fresh stream names a new object). A leftover is the janitor's.
+            with contextlib.suppress(VidscanError):
+                await self._store.delete_object(tail_key(video.s3_key))
         return StoredUpload(
             video=video,
             analysis=analysis,
@@ -464,11 +467,30 @@ class UploadPipeline:
             )
             if ready:
                 await stream.spool.drain()  # the worker must see every byte so far
+                stream.probe_taken = asyncio.Event()
                 stream.probe = asyncio.create_task(
-                    self._media.probe_header(stream.spool.path, deadline=deadline)
+                    self._media.probe_header(
+                        stream.spool.path, deadline=deadline, taken=stream.probe_taken
+                    )
                 )
         elif stream.probe.done() and stream.probe.exception() is not None:
             stream.probe.result()  # raises the refusal now, mid-stream
+
+    @staticmethod
+    async def _settle_probe(stream: ActiveStream) -> None:
+        """At the end of the bytes: the early probe's refusal is raised; a probe still
+        waiting for a worker is withdrawn, since validating the whole file checks
+        everything it would (a small file sent at once never needs two jobs)."""
+        probe, stream.probe = stream.probe, None
+        if probe is None:
+            return
+        taken = stream.probe_taken
+        if not probe.done() and taken is not None and not taken.is_set():
+            probe.cancel()
+            await asyncio.wait({probe})  # our own cancellation still propagates
+            if probe.cancelled():
+                return
+        await probe
 
     async def cancel(self, session: SessionRecord) -> bool:
         """CancelUploadSession: marks the session cancelled; a stream in flight on it

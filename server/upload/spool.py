@@ -4,7 +4,7 @@ bounded, so the bytes go to disk while they also go to object storage.
 ``append`` writes on a thread, one write in flight per file: the event loop hands
 the chunk over and goes on receiving the next one while the kernel copies this one
 (file writes release the GIL). Order is kept because a write starts only once the
-previous one is done.
+previous one is done. Pieces up to ``inline.INLINE_BYTES`` are written on the loop.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from server.storage.oserrors import map_os_errors
+from server.upload.inline import INLINE_BYTES
 
 
 class SpoolFile:
@@ -37,8 +38,12 @@ class SpoolFile:
 
     async def append(self, data: bytes) -> None:
         """Writes ``data`` after what was appended before, on a thread. A failure of
-        the previous write (a full disk) is raised here or by ``drain``."""
+        the previous write (a full disk) is raised here or by ``drain``. A small
+        piece is written at once (``inline.py``)."""
         await self.drain()
+        if len(data) <= INLINE_BYTES:
+            self.write(data)
+            return
         self._writing = asyncio.ensure_future(asyncio.to_thread(self.write, data))
 
     async def drain(self) -> None:

@@ -9,8 +9,9 @@ there.
 
 Off the event loop: hashing runs on a thread (libcrypto releases the GIL), one part
 at a time per upload so the hash sees the bytes in order, while the loop goes on
-receiving. Each part is copied once, when its chunks are joined (the chunks are
-kept as received, the split chunk as a memoryview).
+receiving (a part of at most ``inline.INLINE_BYTES`` is hashed on the loop). Each
+part is copied once, when its chunks are joined (the chunks are kept as received,
+the split chunk as a memoryview).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 from server.storage.port import ObjectStore, UploadedPart
 from server.upload.budget import PartBudget
+from server.upload.inline import INLINE_BYTES
 from server.upload.progress import UploadProgress, tail_key
 from server.upload.resumable_hash import ResumableSha256
 
@@ -181,7 +183,11 @@ class PartWriter:
         # same step that starts its hash and its upload.
         data = self._take(size)
         self._cut += size
-        self._hashing = asyncio.ensure_future(asyncio.to_thread(_hash_part, self._hasher, data))
+        if size <= INLINE_BYTES:  # a small upload's only part: not worth a thread
+            self._hashing = asyncio.get_running_loop().create_future()
+            self._hashing.set_result(_hash_part(self._hasher, data))
+        else:
+            self._hashing = asyncio.ensure_future(asyncio.to_thread(_hash_part, self._hasher, data))
         number = self._next_number
         self._next_number += 1
         task = asyncio.create_task(
@@ -225,7 +231,10 @@ class PartWriter:
         await self._hashed()
         final = self._hasher.copy()
         remainder = self._remainder()
-        await asyncio.to_thread(final.update, remainder)
+        if len(remainder) <= INLINE_BYTES:
+            final.update(remainder)
+        else:
+            await asyncio.to_thread(final.update, remainder)
         return final.hexdigest()
 
     async def flush(self) -> list[UploadedPart]:
