@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import struct
 from urllib.parse import urlsplit
 
 import grpc
 import pytest
+from aiobotocore.session import get_session
 from conftest import BUCKET, Database, Running
 from support.rpc import details
 from vidscan.v1 import analysis_pb2, upload_pb2
@@ -74,6 +76,40 @@ async def test_each_container_is_stored_recorded_and_charged(
         "select count(*) from quota_reservations where user_id = :u", u=f"{user}-{id(server)}"
     )
     assert reservations == 0
+
+
+async def test_a_file_under_a_part_is_stored_in_one_request_larger_ones_in_parts(
+    server: Running, videos: dict[str, bytes], s3: S3ObjectStore
+) -> None:
+    """One PutObject where a multipart upload would take three calls; from a part's
+    size on, parts (the multipart ETag says which: "<md5>-<parts>"). Both carry the
+    container's content type."""
+    user = f"whole-{id(server)}"
+    client = server.client(user)
+    small = videos["mp4"]
+    part = server.settings.part_size
+    large = small + struct.pack(">I4s", part + 8, b"free") + b"\0" * part  # valid MP4
+    session = get_session()
+    settings = server.settings
+    async with session.create_client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+    ) as raw:
+        for data, parts in ((small, None), (large, 2)):
+            result = await client.upload(data, filename="clip.mp4")
+            assert result.file_size == len(data)
+            head = await raw.head_object(Bucket=BUCKET, Key=result.s3_key)
+            etag = head["ETag"].strip('"')
+            if parts is None:
+                assert "-" not in etag and etag == hashlib.md5(data).hexdigest()
+            else:
+                assert etag.endswith(f"-{parts}")
+            assert head["ContentType"] == "video/mp4"
+            assert await s3.read_range(result.s3_key, start=0, length=len(data)) == data
+    assert await s3.list_multipart(prefix=f"dashboard-uploads/{user}/") == []
 
 
 async def test_session_lifecycle_states(server: Running, videos: dict[str, bytes]) -> None:

@@ -139,7 +139,10 @@ class FilesystemObjectStore:
 
         return await _io("list multipart uploads", scan)
 
-    async def put_object(self, key: str, data: bytes) -> None:
+    async def put_object(
+        self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
+    ) -> None:
+        del content_type  # a file has none
         path = self._path(key)
 
         def write() -> None:

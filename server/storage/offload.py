@@ -129,8 +129,10 @@ class IoThreadStore:
     async def abort_multipart(self, key: str, *, upload_id: str) -> None:
         await self._io.call(self._inner.abort_multipart(key, upload_id=upload_id))
 
-    async def put_object(self, key: str, data: bytes) -> None:
-        await self._io.call(self._inner.put_object(key, data))
+    async def put_object(
+        self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
+    ) -> None:
+        await self._io.call(self._inner.put_object(key, data, content_type=content_type))
 
     async def delete_object(self, key: str) -> None:
         await self._io.call(self._inner.delete_object(key))

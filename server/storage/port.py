@@ -72,8 +72,11 @@ class ObjectStore(Protocol):
         """Discards the upload and its parts; succeeds if it is already gone."""
         ...
 
-    async def put_object(self, key: str, data: bytes) -> None:
-        """Stores a small object in one request (the tail of an interrupted upload)."""
+    async def put_object(
+        self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
+    ) -> None:
+        """Stores a small object in one request: the tail of an interrupted upload, or
+        a whole video smaller than a part (``PartWriter.flush``)."""
         ...
 
     async def delete_object(self, key: str) -> None:

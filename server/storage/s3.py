@@ -245,9 +245,13 @@ class S3ObjectStore:
                     )
         return found
 
-    async def put_object(self, key: str, data: bytes) -> None:
+    async def put_object(
+        self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
+    ) -> None:
         with map_botocore_errors("put_object"):
-            await self._client.put_object(Bucket=self._bucket, Key=key, Body=data)
+            await self._client.put_object(
+                Bucket=self._bucket, Key=key, Body=data, ContentType=content_type
+            )
 
     async def delete_object(self, key: str) -> None:
         with map_botocore_errors("delete_object"):

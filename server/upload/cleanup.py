@@ -134,6 +134,9 @@ class UploadCleaner:
                 return cleanup
             keep_object = has_row is None  # the janitor deletes it if no row appears
         try:
+            if writer.whole and not keep_object:  # stored in one request, no parts
+                await self._store.delete_object(writer.key)
+                cleanup.s3_cleanup = True
             if writer.started and not keep_object:
                 await self._store.abort_multipart(writer.key, upload_id=writer.upload_id)
                 if assembled:
@@ -176,8 +179,9 @@ class UploadCleaner:
                     cleanup.quota_released = await self._release_quota(session.session_id)
                     return cleanup
             try:
-                await self._store.abort_multipart(progress.key, upload_id=progress.upload_id)
-                if progress.sealed:
+                if not progress.whole:
+                    await self._store.abort_multipart(progress.key, upload_id=progress.upload_id)
+                if progress.sealed or progress.whole:
                     await self._store.delete_object(progress.key)
                 await self._store.delete_object(tail_key(progress.key))
                 cleanup.s3_cleanup = True

@@ -7,7 +7,8 @@ any stream on any replica that resumes at the committed offset with finish_write
 and no bytes, however often a step fails:
 
     sealed -> complete the multipart upload (idempotent: an object already assembled
-              from these parts counts as done)
+              from these parts counts as done; an object stored whole, a file smaller
+              than a part, is only checked for its size on a resume)
            -> resumed here? download it (SHA-256 checked against the seal) and
               validate it, saving the verdict in the seal
            -> record video + analysis and spend the quota unit in one transaction
@@ -92,9 +93,7 @@ class UploadFinisher:
             await self._repo.recorded_upload(session_id=session.session_id) if resumed else None
         )
         if recorded is None:
-            await self._store.complete_multipart(
-                sealed.key, upload_id=sealed.upload_id, parts=list(sealed.parts)
-            )
+            await self._assemble(sealed, resumed=resumed)
             stream.completed_key = sealed.key
             await self._faults.reached(FinishStep.ASSEMBLED)
             if sealed.info is None:  # the first bytes were received on another host
@@ -160,6 +159,22 @@ class UploadFinisher:
             # acknowledgement lost. Running it once more tells which (idempotent).
             log.warning("recording session %s failed; trying once more", video.session_id)
             return await self._repo.record_upload(video=video, analysis=analysis)
+
+    async def _assemble(self, sealed: UploadProgress, *, resumed: bool) -> None:
+        """Completes the multipart upload. An object stored whole needs nothing, but a
+        resumed one is checked: its size must be the sealed size."""
+        if not sealed.whole:
+            await self._store.complete_multipart(
+                sealed.key, upload_id=sealed.upload_id, parts=list(sealed.parts)
+            )
+            return
+        if resumed:
+            size = await self._store.object_size(sealed.key)
+            if size != sealed.committed:
+                raise Internal(
+                    Reason.STORAGE_ERROR,
+                    f"the stored object has {size} bytes; {sealed.committed} were sealed",
+                )
 
     async def _download(self, sealed: UploadProgress, spool: SpoolFile) -> None:
         """Brings the assembled object to the local spool in bounded pieces, checking

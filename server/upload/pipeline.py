@@ -57,7 +57,7 @@ from server.upload.progress import UploadProgress, tail_key
 from server.upload.spool import SpoolFile
 from server.upload.stream_lock import StreamWatch, hold_stream_lock, lock_lost_error
 from server.upload.validation import StreamValidator
-from server.upload.writer import PartWriter
+from server.upload.writer import ObjectName, PartWriter
 
 log = logging.getLogger(__name__)
 
@@ -291,17 +291,23 @@ class UploadPipeline:
                 declared_sha256=request.declared_sha256,
             )
 
-            async def start() -> tuple[str, str, str]:
+            def name() -> ObjectName:
                 container = validator.container
                 if container is None:
                     raise LookupError("the container is not sniffed yet")
                 key = object_key(
                     user_id=request.user_id, video_id=writer.video_id, extension=container
                 )
-                upload_id = await self._store.create_multipart(
-                    key, content_type=container.content_type
+                return ObjectName(
+                    key=key, container=container.value, content_type=container.content_type
                 )
-                return key, upload_id, container.value
+
+            async def start() -> tuple[str, str, str]:
+                named = name()
+                upload_id = await self._store.create_multipart(
+                    named.key, content_type=named.content_type
+                )
+                return named.key, upload_id, named.container
 
             writer = PartWriter(
                 store=self._store,
@@ -312,6 +318,7 @@ class UploadPipeline:
                 on_progress=save,
                 budget=self._budget,
                 expected_size=request.declared_size,
+                name=name,
             )
             spool = SpoolFile(directory=self._rules.spool_dir)
             return ActiveStream(

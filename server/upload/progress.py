@@ -18,9 +18,10 @@ from server.storage.port import UploadedPart
 
 class UploadStage(StrEnum):
     """Where an upload stands. RECEIVING: bytes still arrive. SEALED: every byte is
-    in the multipart upload's parts, the size and SHA-256 are final, and the
-    session is only waiting to be finished (assemble, validate, record); a crash
-    from here on is resumed by a stream that sends no bytes, only finish_write."""
+    in the multipart upload's parts (or in the object, stored whole), the size and
+    SHA-256 are final, and the session is only waiting to be finished (assemble,
+    validate, record); a crash from here on is resumed by a stream that sends no
+    bytes, only finish_write."""
 
     RECEIVING = "receiving"
     SEALED = "sealed"
@@ -41,6 +42,10 @@ class UploadProgress:
     # SEALED only: the media worker's verdict on the whole file, once it was given
     # (None until then: a resumed upload is validated after it is assembled).
     info: VideoInfo | None = None
+    # The object was stored whole in one request (a file smaller than a part, all of
+    # it received by one stream): no multipart upload (``upload_id`` is empty), and
+    # ``parts`` is one pseudo-part, number 0, giving its size.
+    whole: bool = False
 
     @property
     def committed(self) -> int:
@@ -72,6 +77,7 @@ class UploadProgress:
                 "stage": self.stage.value,
                 "file_hash": self.file_hash,
                 "info": to_dict(self.info) if self.info is not None else None,
+                "whole": self.whole,
             },
             separators=(",", ":"),
         )
@@ -93,6 +99,7 @@ class UploadProgress:
             stage=UploadStage(data.get("stage", UploadStage.RECEIVING.value)),
             file_hash=str(data.get("file_hash", "")),
             info=from_dict(VideoInfo, data["info"]) if data.get("info") else None,
+            whole=bool(data.get("whole", False)),
         )
 
 

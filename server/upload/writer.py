@@ -33,6 +33,15 @@ UNRESERVED_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
+class ObjectName:
+    """Where a fresh upload's object goes, known once its container is sniffed."""
+
+    key: str
+    container: str
+    content_type: str
+
+
+@dataclass(frozen=True)
 class _Sending:
     task: asyncio.Task[UploadedPart]
     hashed: asyncio.Future[bytes]  # SHA-256 state after this part's bytes
@@ -57,12 +66,15 @@ class PartWriter:
         tail: bytes = b"",
         budget: PartBudget | None = None,
         expected_size: int | None = None,
+        name: Callable[[], ObjectName] | None = None,
     ) -> None:
         """``start`` creates the multipart upload when the first part is ready and
         returns ``(key, upload_id, container)``: the key needs the sniffed container
         (it raises LookupError while the container is unknown). ``expected_size``
         (the declared file size, if any) keeps the budget reservation of a small
-        upload's only part to its size."""
+        upload's only part to its size. ``name`` (a fresh stream's, which has every
+        byte from the first) names the object without starting anything: a file that
+        ends before its first part is cut is then stored whole in one request."""
         self._store = store
         self._part_size = part_size
         self._window = window
@@ -78,6 +90,8 @@ class PartWriter:
         self._reserved = 0  # budget held for the part being filled
         self._cut = 0  # bytes already cut into parts by this writer
         self._hashing: asyncio.Future[bytes] | None = None
+        self._name = name
+        self.whole = False  # stored in one request (put_object), no multipart upload
         if resume is None:
             self._hasher = ResumableSha256()
             self._parts: list[UploadedPart] = []
@@ -85,6 +99,7 @@ class PartWriter:
         else:
             self._hasher = ResumableSha256(resume.hash_state)
             self._parts = list(resume.parts)
+            self.whole = resume.whole
             self.key, self.upload_id, self.container = (
                 resume.key,
                 resume.upload_id,
@@ -219,6 +234,7 @@ class PartWriter:
             hash_state=hash_state,
             tail_key=tail_key(self.key) if tail_size else "",
             tail_size=tail_size,
+            whole=self.whole,
         )
 
     async def _hashed(self) -> None:
@@ -238,7 +254,12 @@ class PartWriter:
         return final.hexdigest()
 
     async def flush(self) -> list[UploadedPart]:
-        """Sends the remainder as the last part and waits for every part."""
+        """Sends the remainder as the last part and waits for every part; a file
+        that never filled a part is stored whole in one request instead (one S3 call
+        where a multipart upload takes three)."""
+        if self._name is not None and self._starting is None and not self._parts:
+            await self._put_whole(self._name())
+            return list(self._parts)
         if self._buffered or (not self._parts and not self._sending):
             await self._send_part(self._buffered)
         while self._sending:
@@ -246,6 +267,23 @@ class PartWriter:
         await self._hashed()
         self.release_reservation()
         return list(self._parts)
+
+    async def _put_whole(self, name: ObjectName) -> None:
+        # Nothing awaits between taking the bytes and recording the object as the
+        # upload's, bar the request itself, which is shielded: a cancelled stream
+        # still knows what it stored (discard() then deletes it).
+        self.key, self.container = name.key, name.container
+        size = self._buffered
+        data = self._take(size)
+        self._cut += size
+        if size <= INLINE_BYTES:
+            self._hasher.update(data)
+        else:
+            await asyncio.to_thread(self._hasher.update, data)
+        self.whole = True
+        await asyncio.shield(self._store.put_object(name.key, data, content_type=name.content_type))
+        self._parts = [UploadedPart(number=0, etag="", size=size)]
+        self.release_reservation()
 
     def committed_progress(self) -> UploadProgress:
         """What is stored after ``flush()``: every part, no tail."""
@@ -260,6 +298,10 @@ class PartWriter:
             await self._settle_oldest()
         await self._hashed()
         self.release_reservation()
+        if self.whole:
+            # Stored whole but not sealed: nothing saved names the object, so the
+            # next stream starts over (a new object); this one is the janitor's.
+            return None
         if not self.started:
             if not self._buffered and self._starting is None:
                 return None
