@@ -74,6 +74,7 @@ def test_box_walker_across_every_chunk_boundary() -> None:
         walker.finish()
         assert walker.moov_end == moov_end
         assert complete_at is not None and complete_at >= moov_end
+        assert not walker.media_before_header  # faststart: the early probe is worth it
 
 
 def test_box_walker_large_size_and_to_end_boxes() -> None:
@@ -82,6 +83,7 @@ def test_box_walker_large_size_and_to_end_boxes() -> None:
     walker.feed(FTYP + large + box(b"moov", b"m" * 10))
     walker.finish()
     assert walker.header_complete
+    assert walker.media_before_header  # `mdat` first: the header completes the file
     to_end = TopLevelBoxWalker()
     to_end.feed(FTYP + struct.pack(">I4s", 0, b"mdat") + b"anything at all")
     to_end.finish()

@@ -1,6 +1,6 @@
 """All SQL the service runs, behind small intention-revealing methods.
 
-Quota is reserved with one conditional UPDATE (``remaining > 0``), which is atomic
+Quota is reserved with one conditional upsert (``remaining > 0``), which is atomic
 on both PostgreSQL (row lock) and SQLite (database lock): with quota N and 2N racing
 uploads exactly N reservations succeed.
 
@@ -66,6 +66,11 @@ class SqlRepository:
         self._clock = clock
         self._default_quota = default_quota
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # One-statement reads on the upload path, outside a transaction: no BEGIN and
+        # ROLLBACK round trips around them.
+        self._reads = async_sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
 
     def _insert(self) -> Any:
         """INSERT with ON CONFLICT for the engine's dialect."""
@@ -87,19 +92,24 @@ class SqlRepository:
             raise RuntimeError(f"unsupported database dialect {dialect}")
 
     async def reserve_quota(self, *, user_id: str, session_id: str) -> None:
-        """Takes one upload unit from the user, or raises QuotaExceeded."""
+        """Takes one upload unit from the user, or raises QuotaExceeded. Three
+        statements: whether the session holds or spent a unit already, the
+        reservation, and the unit taken (the quota row created on first use)."""
         async with map_db_errors("reserve quota"), self._engine.begin() as conn:
-            held = await conn.scalar(
-                select(QuotaReservationRow.session_id).where(
-                    QuotaReservationRow.session_id == session_id
+            held, spent = (
+                await conn.execute(
+                    select(
+                        select(QuotaReservationRow.session_id)
+                        .where(QuotaReservationRow.session_id == session_id)
+                        .exists(),
+                        select(VideoRow.id).where(VideoRow.session_id == session_id).exists(),
+                    )
                 )
-            )
-            if held is not None:  # a resumed upload keeps the unit its session holds
+            ).one()
+            # Held: a resumed upload keeps the unit its session holds. Spent: recorded
+            # already (a finish that crashed), spent once.
+            if held or spent:
                 return
-            spent = await conn.scalar(select(VideoRow.id).where(VideoRow.session_id == session_id))
-            if spent is not None:  # recorded already (a finish that crashed): spent once
-                return
-            await self._ensure_quota_row(conn, user_id)
             await conn.execute(
                 insert(QuotaReservationRow).values(
                     session_id=session_id, user_id=user_id, created_at=self._clock()
@@ -108,12 +118,7 @@ class SqlRepository:
             # Last before COMMIT: the user's quota row stays locked for one round trip
             # only, so many streams of one user do not queue behind each other (the
             # reservation above is rolled back with it when no unit is left).
-            result = await conn.execute(
-                update(UserQuotaRow)
-                .where(UserQuotaRow.user_id == user_id, UserQuotaRow.remaining > 0)
-                .values(remaining=UserQuotaRow.remaining - 1, updated_at=self._clock())
-            )
-            if result.rowcount != 1:
+            if not await self._take_unit(conn, user_id):
                 raise QuotaExceeded(
                     Reason.QUOTA_EXCEEDED,
                     "upload quota exhausted for this user",
@@ -121,6 +126,30 @@ class SqlRepository:
                         QuotaViolation(f"user:{user_id}", "no uploads left in the user's quota")
                     ],
                 )
+
+    async def _take_unit(self, conn: AsyncConnection, user_id: str) -> bool:
+        """One unit off the user's quota if any is left, in one conditional upsert: a
+        new user's row starts at the default quota less this unit."""
+        now = self._clock()
+        if self._default_quota < 1:  # a new user has nothing to take from
+            await self._ensure_quota_row(conn, user_id)
+            result = await conn.execute(
+                update(UserQuotaRow)
+                .where(UserQuotaRow.user_id == user_id, UserQuotaRow.remaining > 0)
+                .values(remaining=UserQuotaRow.remaining - 1, updated_at=now)
+            )
+            return bool(result.rowcount == 1)
+        taken = await conn.execute(
+            self._insert()(UserQuotaRow)
+            .values(user_id=user_id, remaining=self._default_quota - 1, updated_at=now)
+            .on_conflict_do_update(
+                index_elements=[UserQuotaRow.user_id],
+                set_={"remaining": UserQuotaRow.remaining - 1, "updated_at": now},
+                where=UserQuotaRow.remaining > 0,
+            )
+            .returning(UserQuotaRow.user_id)
+        )
+        return taken.first() is not None
 
     async def release_quota(self, *, session_id: str) -> bool:
         """Gives a reserved unit back. False if there was no reservation (already
@@ -203,7 +232,7 @@ class SqlRepository:
         """This user's stored video with these bytes, if any. Never across users:
         that would tell one user what another uploaded. ``other_than_session``
         leaves out the video that session itself recorded (it is no duplicate)."""
-        async with map_db_errors("find duplicate"), self._sessions() as session:
+        async with map_db_errors("find duplicate"), self._reads() as session:
             row = await session.scalar(
                 select(VideoRow)
                 .where(

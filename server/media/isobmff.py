@@ -2,7 +2,8 @@
 
 It sees every byte once, keeps no payload, and answers two questions while the
 upload streams: is the box structure sane (garbage after a valid `ftyp` is refused
-at once), and has the complete `moov` box (the header PyAV needs) arrived yet?
+at once), and has the complete `moov` box (the header PyAV needs) arrived yet, and
+did the media data (`mdat`) come before it?
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ class TopLevelBoxWalker:
         self._skip = 0  # payload bytes of the current box still to pass over
         self._to_end = False  # a size-0 box runs to the end of the file
         self.moov_end: int | None = None
+        # An `mdat` box (the samples) began before `moov` did: the header comes last,
+        # as most encoders write it, so once it is in, so is the media.
+        self.media_before_header = False
 
     def feed(self, data: bytes) -> None:
         self._received += len(data)
@@ -58,6 +62,8 @@ class TopLevelBoxWalker:
             raise BoxStructureError(f"invalid box size {size} at offset {self._box_start}")
         if box_type == b"moov" and self.moov_end is None:
             self.moov_end = self._box_start + size
+        elif box_type == b"mdat" and self.moov_end is None:
+            self.media_before_header = True
         self._skip = size - len(self._header)
         self._box_start += size
         self._header = b""

@@ -62,7 +62,8 @@ from server.upload.writer import ObjectName, PartWriter
 log = logging.getLogger(__name__)
 
 # For containers whose header sits at the front (MKV, WebM, AVI) the early probe
-# runs once this much has arrived; MP4/MOV are probed when `moov` is complete.
+# runs once this much has arrived; MP4/MOV are probed when `moov` is complete, unless
+# the samples (`mdat`) came before it: then the whole file is there to validate.
 EARLY_PROBE_BYTES = 1024 * 1024
 
 
@@ -468,7 +469,9 @@ class UploadPipeline:
     async def _maybe_probe_early(self, stream: ActiveStream, *, deadline: float | None) -> None:
         validator = stream.validator
         if stream.probe is None:
-            ready = validator.header_complete or (
+            # A header that came last (`mdat` before `moov`, as most encoders write
+            # MP4) is probed by the whole-file validation that follows at once.
+            ready = (validator.header_complete and not validator.media_before_header) or (
                 validator.container in (Container.MKV, Container.WEBM, Container.AVI)
                 and validator.received >= EARLY_PROBE_BYTES
             )

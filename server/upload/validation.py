@@ -70,6 +70,12 @@ class StreamValidator:
         """True once an MP4/MOV `moov` box has fully arrived (PyAV can read streams)."""
         return self._walker is not None and self._walker.header_complete
 
+    @property
+    def media_before_header(self) -> bool:
+        """An MP4/MOV whose `mdat` came before its `moov`: with the header, the
+        samples are in too, and only trailing boxes can follow."""
+        return self._walker is not None and self._walker.media_before_header
+
     @classmethod
     def resumed(
         cls,
