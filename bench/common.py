@@ -248,14 +248,26 @@ class Env:
         )
         return base.model_copy(update=overrides)
 
-    def s3_client(self) -> Any:
-        """An aiobotocore S3 client on MinIO with the server's options (server/storage/s3.py)."""
+    def s3_client(self, *, lean: bool = False) -> Any:
+        """An aiobotocore S3 client on MinIO with the server's connection options
+        (server/storage/s3.py), botocore's defaults otherwise (CRC32 checksums, payload
+        signed over plain HTTP); ``lean``: no checksums and UNSIGNED-PAYLOAD, the least
+        work per byte botocore can do."""
+        lean_options: dict[str, Any] = (
+            {
+                "request_checksum_calculation": "when_required",
+                "response_checksum_validation": "when_required",
+            }
+            if lean
+            else {}
+        )
         config = AioConfig(
             retries={"max_attempts": 3, "mode": "standard"},
             connect_timeout=5,
             read_timeout=60,
             max_pool_connections=32,
-            s3={"addressing_style": "path"},
+            s3={"addressing_style": "path", **({"payload_signing_enabled": False} if lean else {})},
+            **lean_options,
         )
         return get_session().create_client(
             "s3",

@@ -162,6 +162,11 @@ class Settings(BaseSettings):
     # median, bench/README.md): the two loops contend for the GIL more than the signing
     # and sending overlap. Kept to be measured again on larger machines.
     s3_io_thread: bool = False
+    # SigV4 payload signing of part uploads (server/storage/s3.py): "auto" signs over
+    # plain HTTP only; over HTTPS, TLS already guards the bytes and the SHA-256 pass
+    # botocore would make over every part is skipped (UNSIGNED-PAYLOAD). "on"/"off"
+    # force it (off over plain HTTP: only on a network you trust, e.g. loopback).
+    s3_payload_signing: Literal["auto", "on", "off"] = "auto"
     stream_lock_seconds: Annotated[float, Field(gt=0)] = 30.0
 
     # Media limits (decode-bomb guards) and the isolated worker.

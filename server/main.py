@@ -153,6 +153,7 @@ async def build_store(settings: Settings) -> InventoriedStore:
                 region=settings.s3_region,
                 access_key_id=settings.s3_access_key_id,
                 secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+                payload_signing=settings.s3_payload_signing,
             )
 
         if settings.s3_io_thread:

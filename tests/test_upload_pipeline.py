@@ -9,11 +9,11 @@ from urllib.parse import urlsplit
 import grpc
 import pytest
 from aiobotocore.session import get_session
-from conftest import BUCKET, Database, Running
+from conftest import BUCKET, Database, Running, StartServer
 from support.rpc import details
 from vidscan.v1 import analysis_pb2, upload_pb2
 
-from server.storage.s3 import S3ObjectStore
+from server.storage.s3 import S3ObjectStore, signs_payload
 
 FORMATS = {
     "mp4": ("mp4", "h264"),
@@ -179,3 +179,30 @@ async def test_expired_session_is_not_found(start_server: object, videos: dict[s
     with pytest.raises(grpc.RpcError) as caught:
         await client.upload(videos["mp4"], session_id=session.session_id)
     assert details(caught.value).reason == "SESSION_NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "setting", "signed"),
+    [
+        ("http://127.0.0.1:9000", "auto", True),
+        ("https://s3.example.com", "auto", False),
+        ("", "auto", False),  # AWS itself, over HTTPS
+        ("HTTPS://s3.example.com", "on", True),
+        ("http://127.0.0.1:9000", "off", False),
+    ],
+)
+def test_payload_signing_choice(endpoint: str, setting: str, signed: bool) -> None:
+    assert signs_payload(endpoint, setting) is signed
+
+
+async def test_parts_sent_with_unsigned_payloads_are_stored_whole(
+    start_server: StartServer, videos: dict[str, bytes], s3: S3ObjectStore
+) -> None:
+    """VIDSCAN_S3_PAYLOAD_SIGNING=off over plain HTTP (MinIO): S3 takes the parts
+    with UNSIGNED-PAYLOAD and the object is the file, byte for byte."""
+    running = await start_server(s3_payload_signing="off")
+    part = running.settings.part_size
+    data = videos["mp4"] + struct.pack(">I4s", part + 8, b"free") + b"\x01" * part
+    result = await running.client().upload(data, filename="clip.mp4")
+    assert result.file_size == len(data)
+    assert await s3.read_range(result.s3_key, start=0, length=len(data)) == data

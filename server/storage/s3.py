@@ -44,6 +44,20 @@ _COMPLETION_SETTLE_S = (0.1, 0.3, 0.6, 1.0, 2.0)
 _GONE_CODES = {"NoSuchUpload", "NoSuchKey", "NoSuchBucket", "404", "NotFound"}
 
 
+def signs_payload(endpoint_url: str, setting: str) -> bool:
+    """Whether SigV4 covers each request body with its SHA-256 (``x-amz-content-sha256``)
+    or sends UNSIGNED-PAYLOAD. Deliberate, because botocore's own default costs a full
+    SHA-256 pass over every part on the event loop whenever no checksum header is sent,
+    over HTTPS too (and checksums are off: ``request_checksum_calculation``). Over
+    HTTPS the bytes are guarded by TLS, so "auto" skips it there; over plain HTTP it
+    is what keeps the body from being altered on the way. No endpoint: AWS, HTTPS."""
+    if setting == "on":
+        return True
+    if setting == "off":
+        return False
+    return not (endpoint_url or "https://").lower().startswith("https://")
+
+
 @contextlib.contextmanager
 def map_botocore_errors(operation: str) -> Iterator[None]:
     """The one place where botocore's exceptions become vidscan errors (and, as every
@@ -100,7 +114,10 @@ class S3ObjectStore:
         access_key_id: str,
         secret_access_key: str,
         create_bucket: bool = True,
+        payload_signing: str = "auto",
     ) -> S3ObjectStore:
+        """``payload_signing`` (VIDSCAN_S3_PAYLOAD_SIGNING): "auto" signs payloads
+        over plain HTTP only, "on"/"off" always/never."""
         stack = AsyncExitStack()
         session = get_session()
         config = AioConfig(
@@ -108,7 +125,10 @@ class S3ObjectStore:
             connect_timeout=5,
             read_timeout=60,
             max_pool_connections=32,
-            s3={"addressing_style": "path"},
+            s3={
+                "addressing_style": "path",
+                "payload_signing_enabled": signs_payload(endpoint_url, payload_signing),
+            },
             # Checksums only where S3 requires them: the default CRC32 pass over every
             # part costs a second copy of it in memory, and SHA-256 is ours anyway.
             request_checksum_calculation="when_required",
