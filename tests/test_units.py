@@ -389,3 +389,61 @@ async def test_a_background_loop_that_loses_its_cancellation_does_not_hold_the_s
     await asyncio.wait_for(tasks.close(), timeout=5)
     assert closed == ["adapter"]
     await asyncio.wait_for(asyncio.gather(*tasks.loops), timeout=5)
+
+
+class _StubbornPubSub:
+    """A pub/sub connection whose wait for a message loses the cancellation, as
+    redis-py's can inside a command: it returns only at its own timeout."""
+
+    async def __aenter__(self) -> _StubbornPubSub:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def subscribe(self, channel: str) -> None:
+        return None
+
+    async def get_message(
+        self,
+        *,
+        ignore_subscribe_messages: bool,
+        timeout: float,  # noqa: ASYNC109 - redis-py's signature
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout
+        while loop.time() < until:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.01)
+
+
+class _StubbornRedis:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def pubsub(self) -> _StubbornPubSub:
+        return _StubbornPubSub()
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_the_change_listener_that_loses_its_cancellation_does_not_hold_the_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from server.analysis import redis_changes
+
+    monkeypatch.setattr(redis_changes, "STOP_SECONDS", 0.2)
+    monkeypatch.setattr(redis_changes, "LISTEN_SECONDS", 1.0)
+    publisher, listener = _StubbornRedis(), _StubbornRedis()
+    changes = redis_changes.RedisChanges(publisher=publisher, listener=listener)  # type: ignore[arg-type]
+    async with changes.subscribe("a-1"):
+        pass  # starts the listener, which is now waiting for a message
+    task = changes._task
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(changes.close(), timeout=5)
+    assert loop.time() - started < 0.9  # not held until the wait's own timeout
+    assert publisher.closed and listener.closed
+    await asyncio.wait_for(task, timeout=5)  # it ends by itself at its next look at the flag

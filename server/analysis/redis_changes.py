@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from server.analysis.changes import ChangeHub, Signal
 from server.redis_client import redis_client
+from server.stopping import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ SUBSCRIBE_WAIT_SECONDS = 1.0
 LISTEN_SECONDS = 5.0
 RECONNECT_MIN_SECONDS = 0.5
 RECONNECT_MAX_SECONDS = 10.0
+# close() waits this long for the listener (its cancellation can be lost inside a
+# Redis call, server/stopping.py); it also stops at its next look at the flag.
+STOP_SECONDS = 5.0
 
 
 class RedisChanges:
@@ -48,6 +52,7 @@ class RedisChanges:
         self._listener = listener
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self._stopping = False
 
     @classmethod
     def from_url(cls, url: str) -> RedisChanges:
@@ -76,14 +81,14 @@ class RedisChanges:
 
     async def _listen(self) -> None:
         delay = RECONNECT_MIN_SECONDS
-        while True:
+        while not self._stopping:
             try:
                 async with self._listener.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
                     self._subscribed.set()
                     self.hub.notify_all()  # whatever changed while unsubscribed
                     delay = RECONNECT_MIN_SECONDS
-                    while True:
+                    while not self._stopping:
                         message = await pubsub.get_message(
                             ignore_subscribe_messages=True, timeout=LISTEN_SECONDS
                         )
@@ -94,13 +99,16 @@ class RedisChanges:
             except Exception:
                 log.exception("analysis change subscription failed; retrying")
             self._subscribed.clear()
+            if self._stopping:
+                return
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 
     async def close(self) -> None:
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            if await cancel_and_wait({self._task}, within=STOP_SECONDS):
+                log.warning("the analysis change listener did not stop within %g s", STOP_SECONDS)
             self._task = None
         await self._publisher.aclose()
         await self._listener.aclose()

@@ -19,6 +19,7 @@ from server.analysis.queue import JobQueue
 from server.errors import InvalidUpload, Reason, Unavailable, VidscanError
 from server.records.model import AnalysisRecord, AnalysisStatus
 from server.records.port import AnalysisRepository
+from server.stopping import cancel_and_wait
 from server.upload.pipeline import StoredUpload
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ POLL_SECONDS = 0.1
 # What the answer itself needs after the inline wait: the verdict is useless to a
 # client whose deadline passed while the server was still waiting for it.
 ANSWER_MARGIN_SECONDS = 0.5
+# close() waits this long for inline analyses it cancelled.
+STOP_SECONDS = 5.0
 
 
 class AnalysisStage:
@@ -144,11 +147,13 @@ class AnalysisStage:
     async def close(self) -> None:
         """Lets inline analyses finish (they are short) before the process exits; one
         still running after the wait budget is cancelled (its lease lets a worker take
-        it over), so that none outlives the adapters it uses."""
+        it over) and waited for STOP_SECONDS more at most, so that the adapters close
+        after it."""
         self._closed = True
         if self._inline:
             await asyncio.wait(self._inline, timeout=self._budget)
-            late = list(self._inline)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+            # Bounded too: a cancellation lost inside a Redis call (server/stopping.py)
+            # must not hold the shutdown.
+            stuck = await cancel_and_wait(set(self._inline), within=STOP_SECONDS)
+            if stuck:
+                log.warning("%d inline analysis task(s) did not stop when cancelled", len(stuck))
