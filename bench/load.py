@@ -125,9 +125,10 @@ def run(env: Env) -> Section:
         f"server's reflection (no proto files); configs in bench/ghz/. The server runs "
         f"{processes} process(es) on one port (VIDSCAN_PROCESSES, automatic).",
         "Latencies are per call. UploadVideo sends header, the clip, a 26-byte `free` box "
-        "that makes every upload unique, finish_write; it covers the media checks (header "
-        f"probe and validation in the warm PyAV pool, VIDSCAN_MEDIA_WORKERS={workers}), "
-        "the S3 multipart upload and the DB row. No Triton: uploads "
+        "that makes every upload unique, finish_write; it covers the media check "
+        f"(validation in the warm PyAV pool, VIDSCAN_MEDIA_WORKERS={workers}; no early "
+        "header probe, as the clip's mdat precedes its moov), the object (one PutObject: "
+        "the clip is smaller than a part), the quota and the DB row. No Triton: uploads "
         "answer PROCESSING.",
         "ghz cannot create a session per request itself (session ids come from the server), "
         "so each UploadVideo run uses a data file whose header picks session "
