@@ -456,6 +456,36 @@ async def test_minio_killed_during_the_post_resume_download(
     await assert_resumed_to_the_end(stack, s3, held)
 
 
+async def test_minio_down_when_a_small_file_is_stored_in_one_request(
+    stack: Stack, replica_b: ServerProcess, videos: dict[str, bytes], s3: S3ObjectStore,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """A file smaller than a part is stored with one PutObject at the end; MinIO is
+    down then. UNAVAILABLE, nothing sealed or committed (the bytes were never stored,
+    or stored under a name nothing refers to), the session still active; with MinIO
+    back the same session uploads again from byte 0 and finishes, and the janitor
+    finds nothing else."""
+    data = videos["mp4"]
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(data)
+    user = new_user("put-down")
+    tok = token(stack, user)
+    session_id = await asyncio.to_thread(create_session, replica_b.target, tok)
+    await asyncio.to_thread(stack.minio.kill)
+    try:
+        with pytest.raises(VidscanError) as caught:
+            await asyncio.to_thread(upload_file, replica_b.target, tok, path, session_id, retries=0)
+        assert caught.value.code == grpc.StatusCode.UNAVAILABLE, caught.value
+        assert caught.value.reason == reason_name(Reason.STORAGE_UNAVAILABLE)
+        state, progress, committed = await session_state(stack, session_id)
+        assert (state, progress, committed) == (SessionState.ACTIVE, "", 0)
+    finally:
+        await asyncio.to_thread(stack.minio.restart)
+    result = await asyncio.to_thread(upload_file, replica_b.target, tok, path, session_id)
+    assert result.file_size == len(data)
+    await assert_finished(stack, s3, user=user, session_id=session_id, data=data)
+
+
 async def test_redis_killed_when_the_session_is_completed(
     stack: Stack, start_server: StartServer, videos: dict[str, bytes], s3: S3ObjectStore,
     tmp_path: Path,
