@@ -486,6 +486,35 @@ async def test_minio_down_when_a_small_file_is_stored_in_one_request(
     await assert_finished(stack, s3, user=user, session_id=session_id, data=data)
 
 
+async def test_a_small_file_stored_whole_is_deleted_when_its_session_is_cancelled(
+    stack: Stack, start_server: StartServer, videos: dict[str, bytes], s3: S3ObjectStore,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Sealed with its object put whole (no multipart upload), then the session is
+    cancelled before the row is written: CANCELLED, the object deleted, the quota
+    unit back, nothing for the janitor."""
+    held = await held_upload(start_server, stack, tmp_path, videos["mp4"], step="sealed")
+    await assert_sealed(stack, held)
+    assert '"whole":true' in (await session_state(stack, held.session_id))[1]
+    assert len(await s3.list_keys(prefix=f"{OBJECT_PREFIX}/{held.user}/")) == 1
+    with VidscanClient(held.server.target, held.tok) as client:
+        await asyncio.to_thread(client.cancel, held.session_id)
+    try:  # the stream's lock keeper notices within a second and interrupts it
+        error = await asyncio.wait_for(held.refused(), timeout=30)
+    finally:
+        held.release()
+    assert error.code == grpc.StatusCode.CANCELLED, error
+    assert (await session_state(stack, held.session_id))[0] is SessionState.CANCELLED
+    assert await s3.list_keys(prefix=f"{OBJECT_PREFIX}/{held.user}/") == []
+    assert await s3.list_multipart(prefix=f"{OBJECT_PREFIX}/{held.user}/") == []
+    db = stack.direct_db
+    remaining = await db.scalar("SELECT remaining FROM user_quotas WHERE user_id = :u", u=held.user)
+    assert remaining == DEFAULT_UPLOAD_QUOTA
+    reservations = "SELECT count(*) FROM quota_reservations WHERE user_id = :u"
+    assert await db.scalar(reservations, u=held.user) == 0
+    assert await db.scalar("SELECT count(*) FROM videos WHERE user_id = :u", u=held.user) == 0
+
+
 async def test_redis_killed_when_the_session_is_completed(
     stack: Stack, start_server: StartServer, videos: dict[str, bytes], s3: S3ObjectStore,
     tmp_path: Path,
