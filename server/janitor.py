@@ -5,7 +5,8 @@ so no live session can still finish it):
 
 - object storage: multipart uploads never completed are aborted; tails of
   interrupted uploads are deleted; objects that no video row points at (an upload
-  sealed and assembled, then abandoned) are deleted;
+  sealed and assembled, then abandoned, or a small file stored whole whose seal was
+  never saved) are deleted;
 - database: quota reservations of sessions that never finished are given back;
   video rows whose object is missing are marked ``object_missing`` and logged as
   errors -- never deleted and never silently kept, since their bytes are lost;

@@ -491,7 +491,7 @@ class UploadPipeline:
         """At the end of the bytes: the early probe's refusal is raised; a probe still
         waiting for a worker is withdrawn, since validating the whole file checks
         everything it would (a small file sent at once never needs two jobs)."""
-        probe, stream.probe = stream.probe, None
+        probe = stream.probe
         if probe is None:
             return
         taken = stream.probe_taken
@@ -499,8 +499,10 @@ class UploadPipeline:
             probe.cancel()
             await asyncio.wait({probe})  # our own cancellation still propagates
             if probe.cancelled():
+                stream.probe = None
                 return
-        await probe
+        await probe  # interrupted here, the cleanup still waits for the probe
+        stream.probe = None
 
     async def cancel(self, session: SessionRecord) -> bool:
         """CancelUploadSession: marks the session cancelled; a stream in flight on it

@@ -72,8 +72,9 @@ class StreamValidator:
 
     @property
     def media_before_header(self) -> bool:
-        """An MP4/MOV whose `mdat` came before its `moov`: with the header, the
-        samples are in too, and only trailing boxes can follow."""
+        """An MP4/MOV whose `mdat` came before its `moov`, as most encoders write it:
+        with the header, the samples are in too (a file with more `mdat` after its
+        `moov` only loses the early refusal; the whole-file validation still runs)."""
         return self._walker is not None and self._walker.media_before_header
 
     @classmethod

@@ -92,6 +92,7 @@ class PartWriter:
         self._hashing: asyncio.Future[bytes] | None = None
         self._name = name
         self.whole = False  # stored in one request (put_object), no multipart upload
+        self._putting: asyncio.Future[None] | None = None
         if resume is None:
             self._hasher = ResumableSha256()
             self._parts: list[UploadedPart] = []
@@ -269,9 +270,10 @@ class PartWriter:
         return list(self._parts)
 
     async def _put_whole(self, name: ObjectName) -> None:
-        # Nothing awaits between taking the bytes and recording the object as the
-        # upload's, bar the request itself, which is shielded: a cancelled stream
-        # still knows what it stored (discard() then deletes it).
+        # Cancelled while hashing: nothing is stored and ``whole`` is still False
+        # (suspend() keeps nothing; the next stream starts at byte 0). From ``whole``
+        # on, the request runs as a task of its own that suspend() and discard() wait
+        # for, so a delete never races the put it is meant to undo.
         self.key, self.container = name.key, name.container
         size = self._buffered
         data = self._take(size)
@@ -281,9 +283,23 @@ class PartWriter:
         else:
             await asyncio.to_thread(self._hasher.update, data)
         self.whole = True
-        await asyncio.shield(self._store.put_object(name.key, data, content_type=name.content_type))
+        self._putting = asyncio.ensure_future(
+            self._store.put_object(name.key, data, content_type=name.content_type)
+        )
+        await asyncio.shield(self._putting)
         self._parts = [UploadedPart(number=0, etag="", size=size)]
         self.release_reservation()
+
+    async def _put_settled(self, *, cancel: bool) -> None:
+        """Waits for the whole-object request, if one was started (cancelled first
+        when ``cancel``: an interrupted PUT stores nothing). Its error is not ours to
+        raise here: the caller is already handling a failure."""
+        if self._putting is None:
+            return
+        if cancel:
+            self._putting.cancel()
+        with contextlib.suppress(BaseException):
+            await self._putting
 
     def committed_progress(self) -> UploadProgress:
         """What is stored after ``flush()``: every part, no tail."""
@@ -299,8 +315,10 @@ class PartWriter:
         await self._hashed()
         self.release_reservation()
         if self.whole:
-            # Stored whole but not sealed: nothing saved names the object, so the
-            # next stream starts over (a new object); this one is the janitor's.
+            # Stored whole (or being stored) but not sealed: nothing saved names the
+            # object, so the next stream starts over (a new object); this one is the
+            # janitor's, since a seal whose acknowledgement was lost may name it.
+            await self._put_settled(cancel=False)
             return None
         if not self.started:
             if not self._buffered and self._starting is None:
@@ -318,7 +336,9 @@ class PartWriter:
         return progress
 
     async def discard(self) -> None:
-        """Stops parts in flight; the caller aborts the multipart upload."""
+        """Stops parts in flight (and a whole-object request); the caller aborts the
+        multipart upload or deletes the object."""
+        await self._put_settled(cancel=True)
         if self._starting is not None and not self.started:
             with contextlib.suppress(Exception):  # learn the upload id, to abort it
                 await self._ensure_started()
