@@ -27,6 +27,7 @@ from bench.common import (
     MIB,
     Env,
     Section,
+    Server,
     file_chunks,
     gateway,
     go_module_version,
@@ -54,16 +55,11 @@ def run(env: Env) -> Section:
         part_size = server.settings.part_size
         window = server.settings.s3_parts_in_flight
         for chunk in GRPC_CHUNKS:
-
-            def one(_: int, chunk: int = chunk) -> float:
-                started = time.perf_counter()
-                result = grpc_upload(server, file_chunks(path, chunk))
-                elapsed = time.perf_counter() - started
-                assert result.file_size == size, result
-                env.empty_bucket()
-                return mbps(elapsed)
-
-            section.add(f"vidscan gRPC, {chunk // KIB} KiB chunks", "MB/s", _runs(one))
+            section.add(
+                f"vidscan gRPC, {chunk // KIB} KiB chunks",
+                "MB/s",
+                _grpc_runs(env, server, path, size, chunk),
+            )
 
         with gateway(env, server) as gw, httpx.Client(base_url=gw.base_url, timeout=600) as http:
 
@@ -79,39 +75,21 @@ def run(env: Env) -> Section:
 
     # Parts sent with UNSIGNED-PAYLOAD (VIDSCAN_S3_PAYLOAD_SIGNING=off): over plain
     # HTTP "auto" signs them, which costs a SHA-256 pass per part on the event loop.
-    with vidscan(env, "throughput-unsigned", s3_payload_signing="off") as unsigned:
-
-        def unsigned_run(_: int) -> float:
-            started = time.perf_counter()
-            result = grpc_upload(unsigned, file_chunks(path, MIB))
-            elapsed = time.perf_counter() - started
-            assert result.file_size == size, result
-            env.empty_bucket()
-            return mbps(elapsed)
-
-        section.add(
-            "vidscan gRPC, 1024 KiB chunks, unsigned payloads (VIDSCAN_S3_PAYLOAD_SIGNING=off)",
-            "MB/s",
-            _runs(unsigned_run),
-        )
-
-    # The same upload with the S3 client on an I/O thread of its own (VIDSCAN_S3_IO_THREAD,
-    # off by default since it measured slower on 2 cores): kept to compare on each run.
-    with vidscan(env, "throughput-io-thread", s3_io_thread=True) as one_loop:
-
-        def single_loop(_: int) -> float:
-            started = time.perf_counter()
-            result = grpc_upload(one_loop, file_chunks(path, MIB))
-            elapsed = time.perf_counter() - started
-            assert result.file_size == size, result
-            env.empty_bucket()
-            return mbps(elapsed)
-
-        section.add(
-            "vidscan gRPC, 1024 KiB chunks, S3 client on an I/O thread",
-            "MB/s",
-            _runs(single_loop),
-        )
+    # And the S3 client on an I/O thread of its own (VIDSCAN_S3_IO_THREAD, off by
+    # default: measured slower on 2 cores on another day): kept to compare on each run.
+    for label, overrides in (
+        (
+            "unsigned payloads (VIDSCAN_S3_PAYLOAD_SIGNING=off)",
+            {"s3_payload_signing": "off"},
+        ),
+        ("S3 client on an I/O thread", {"s3_io_thread": True}),
+    ):
+        with vidscan(env, "throughput-variant", **overrides) as variant:
+            section.add(
+                f"vidscan gRPC, 1024 KiB chunks, {label}",
+                "MB/s",
+                _grpc_runs(env, variant, path, size, MIB),
+            )
 
     def raw(_: int, window: int = window, lean: bool = False) -> float:
         elapsed = asyncio.run(_raw_multipart(env, path, part_size, window, lean=lean))
@@ -169,6 +147,20 @@ def run(env: Env) -> Section:
         "creation, then PATCHes 64 MiB requests with Upload-Offset.",
     ]
     return section
+
+
+def _grpc_runs(env: Env, server: Server, path: Path, size: int, chunk: int) -> list[float]:
+    """MB/s of RUNS gRPC uploads of ``path`` in ``chunk``-byte messages."""
+
+    def one(_: int) -> float:
+        started = time.perf_counter()
+        result = grpc_upload(server, file_chunks(path, chunk))
+        elapsed = time.perf_counter() - started
+        assert result.file_size == size, result
+        env.empty_bucket()
+        return size / MB / elapsed
+
+    return _runs(one)
 
 
 def _runs(measure: object) -> list[float]:

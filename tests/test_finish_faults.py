@@ -186,6 +186,37 @@ async def assert_finished(
     assert status == "stored"
 
 
+async def assert_nothing_kept(stack: Stack, s3: S3ObjectStore, user: str) -> None:
+    """A discarded upload: no object, no multipart upload, no row, the quota whole."""
+    db = stack.direct_db
+    assert await s3.list_keys(prefix=f"{OBJECT_PREFIX}/{user}/") == []
+    assert await s3.list_multipart(prefix=f"{OBJECT_PREFIX}/{user}/") == []
+    assert await db.scalar("SELECT count(*) FROM videos WHERE user_id = :u", u=user) == 0
+    remaining = await db.scalar("SELECT remaining FROM user_quotas WHERE user_id = :u", u=user)
+    assert remaining == DEFAULT_UPLOAD_QUOTA
+    held = "SELECT count(*) FROM quota_reservations WHERE user_id = :u"
+    assert await db.scalar(held, u=user) == 0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A clip on disk and a new user's session on ``target``."""
+
+    path: Path
+    user: str
+    tok: str
+    session_id: str
+
+
+async def prepared(stack: Stack, target: str, tmp_path: Path, data: bytes, tag: str) -> Prepared:
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(data)
+    user = new_user(tag)
+    tok = token(stack, user)
+    session_id = await asyncio.to_thread(create_session, target, tok)
+    return Prepared(path, user, tok, session_id)
+
+
 def partial_stream(target: str, tok: str, session_id: str, data: bytes) -> None:
     """Sends ``data`` without finish_write: the server keeps it for a resume."""
 
@@ -296,12 +327,7 @@ async def test_an_abandoned_assembled_upload_is_swept(
     report = await sweep(stack, s3)
     assert report.deleted_orphan_objects >= 1
     assert report.released_reservations >= 1
-    assert await s3.list_keys(prefix=f"{OBJECT_PREFIX}/{user}/") == []
-    assert await s3.list_multipart(prefix=f"{OBJECT_PREFIX}/{user}/") == []
-    remaining = await db.scalar("SELECT remaining FROM user_quotas WHERE user_id = :u", u=user)
-    assert remaining == DEFAULT_UPLOAD_QUOTA
-    held = "SELECT count(*) FROM quota_reservations WHERE user_id = :u"
-    assert await db.scalar(held, u=user) == 0
+    await assert_nothing_kept(stack, s3, user)
 
 
 # -- an in-process server held at a step while a backing service breaks --------------
@@ -466,24 +492,22 @@ async def test_minio_down_when_a_small_file_is_stored_in_one_request(
     back the same session uploads again from byte 0 and finishes, and the janitor
     finds nothing else."""
     data = videos["mp4"]
-    path = tmp_path / "clip.mp4"
-    path.write_bytes(data)
-    user = new_user("put-down")
-    tok = token(stack, user)
-    session_id = await asyncio.to_thread(create_session, replica_b.target, tok)
+    up = await prepared(stack, replica_b.target, tmp_path, data, "put-down")
     await asyncio.to_thread(stack.minio.kill)
     try:
         with pytest.raises(VidscanError) as caught:
-            await asyncio.to_thread(upload_file, replica_b.target, tok, path, session_id, retries=0)
+            await asyncio.to_thread(
+                upload_file, replica_b.target, up.tok, up.path, up.session_id, retries=0
+            )
         assert caught.value.code == grpc.StatusCode.UNAVAILABLE, caught.value
         assert caught.value.reason == reason_name(Reason.STORAGE_UNAVAILABLE)
-        state, progress, committed = await session_state(stack, session_id)
+        state, progress, committed = await session_state(stack, up.session_id)
         assert (state, progress, committed) == (SessionState.ACTIVE, "", 0)
     finally:
         await asyncio.to_thread(stack.minio.restart)
-    result = await asyncio.to_thread(upload_file, replica_b.target, tok, path, session_id)
+    result = await asyncio.to_thread(upload_file, replica_b.target, up.tok, up.path, up.session_id)
     assert result.file_size == len(data)
-    await assert_finished(stack, s3, user=user, session_id=session_id, data=data)
+    await assert_finished(stack, s3, user=up.user, session_id=up.session_id, data=data)
 
 
 async def test_a_small_file_stored_whole_is_deleted_when_its_session_is_cancelled(
@@ -505,14 +529,7 @@ async def test_a_small_file_stored_whole_is_deleted_when_its_session_is_cancelle
         held.release()
     assert error.code == grpc.StatusCode.CANCELLED, error
     assert (await session_state(stack, held.session_id))[0] is SessionState.CANCELLED
-    assert await s3.list_keys(prefix=f"{OBJECT_PREFIX}/{held.user}/") == []
-    assert await s3.list_multipart(prefix=f"{OBJECT_PREFIX}/{held.user}/") == []
-    db = stack.direct_db
-    remaining = await db.scalar("SELECT remaining FROM user_quotas WHERE user_id = :u", u=held.user)
-    assert remaining == DEFAULT_UPLOAD_QUOTA
-    reservations = "SELECT count(*) FROM quota_reservations WHERE user_id = :u"
-    assert await db.scalar(reservations, u=held.user) == 0
-    assert await db.scalar("SELECT count(*) FROM videos WHERE user_id = :u", u=held.user) == 0
+    await assert_nothing_kept(stack, s3, held.user)
 
 
 async def test_redis_killed_when_the_session_is_completed(
@@ -614,13 +631,8 @@ async def test_a_row_whose_object_vanished_is_marked_loudly(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     server = await start_server(stack.settings, data_dir=tmp_path / "data")
-    data = videos["mp4"]
-    path = tmp_path / "clip.mp4"
-    path.write_bytes(data)
-    user = new_user("vanished")
-    tok = token(stack, user)
-    session_id = await asyncio.to_thread(create_session, server.target, tok)
-    result = await asyncio.to_thread(upload_file, server.target, tok, path, session_id)
+    up = await prepared(stack, server.target, tmp_path, videos["mp4"], "vanished")
+    result = await asyncio.to_thread(upload_file, server.target, up.tok, up.path, up.session_id)
     await s3.delete_object(result.s3_key)  # lost behind the service's back
 
     with caplog.at_level(logging.ERROR, logger="server.janitor"):
