@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import uuid
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
@@ -13,6 +15,7 @@ from conftest import BUCKET, Database, Running, StartServer
 from support.rpc import details
 from vidscan.v1 import analysis_pb2, upload_pb2
 
+from server.config import Settings
 from server.storage.s3 import S3ObjectStore, signs_payload
 
 FORMATS = {
@@ -193,6 +196,40 @@ async def test_expired_session_is_not_found(start_server: object, videos: dict[s
 )
 def test_payload_signing_choice(endpoint: str, setting: str, signed: bool) -> None:
     assert signs_payload(endpoint, setting) is signed
+
+
+@pytest.mark.parametrize(("setting", "unsigned"), [("auto", False), ("off", True)])
+async def test_the_payload_signing_setting_reaches_the_requests(
+    setting: str, unsigned: bool, real_settings: Settings
+) -> None:
+    """What the S3 adapter really sends for a part over plain HTTP (MinIO): the SHA-256
+    of the body under "auto", UNSIGNED-PAYLOAD under "off" (the header as botocore
+    hands the request to aiohttp, seen through botocore's public event hooks)."""
+    store = await S3ObjectStore.open(
+        endpoint_url=real_settings.s3_endpoint_url,
+        bucket=BUCKET,
+        region=real_settings.s3_region,
+        access_key_id=real_settings.s3_access_key_id,
+        secret_access_key=real_settings.s3_secret_access_key.get_secret_value(),
+        payload_signing=setting,
+    )
+    sent: list[str] = []
+
+    def seen(request: Any, **_: Any) -> None:
+        value = request.headers["X-Amz-Content-SHA256"]
+        sent.append(value.decode() if isinstance(value, bytes) else value)
+
+    store._client.meta.events.register("before-send.s3.UploadPart", seen)  # the adapter's client
+    try:
+        key = f"dashboard-uploads/signing-{setting}/{uuid.uuid4().hex}.mp4"
+        upload_id = await store.create_multipart(key, content_type="video/mp4")
+        data = b"v" * 1024
+        await store.upload_part(key, upload_id=upload_id, number=1, data=data)
+        await store.abort_multipart(key, upload_id=upload_id)
+    finally:
+        await store.close()
+    expected = "UNSIGNED-PAYLOAD" if unsigned else hashlib.sha256(data).hexdigest()
+    assert sent == [expected]
 
 
 async def test_parts_sent_with_unsigned_payloads_are_stored_whole(
